@@ -1,0 +1,1 @@
+ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY (id);
