@@ -1,1 +1,284 @@
-//! CPU and memory budgets with Linux cgroups (filled in by the load-generator issue).
+//! CPU and memory budgets, so that one machine can stand in for several hosts of given sizes.
+//!
+//! A [`Budget`] becomes a Linux control group (v2 unified, or v1 `cpu`/`cpuacct`/`memory`
+//! hierarchies) holding a process tree. Where no cgroup can be written (no permission, not
+//! Linux) [`ControlGroup::create`] says why and the caller runs that component "unbudgeted".
+//! CPU use is measured from /proc either way ([`process_tree_cpu`]), so budgeted and unbudgeted
+//! components are compared on the same footing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The size of a stand-in host.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Budget {
+    /// CPU quota in cores (0.25 = a quarter of one core); `None` = unlimited.
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB (page cache included, as on a real host); `None` = unlimited.
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum Layout {
+    V2(PathBuf),
+    V1 {
+        cpu: PathBuf,
+        cpuacct: Option<PathBuf>,
+        memory: Option<PathBuf>,
+    },
+}
+
+/// A control group this process created; removed on drop (its processes must be gone by then).
+#[derive(Debug)]
+pub struct ControlGroup {
+    layout: Layout,
+}
+
+const PERIOD_US: u64 = 100_000;
+
+impl ControlGroup {
+    /// Create a group named `name` with this budget. `Err` carries a one-line reason why budgets
+    /// cannot be enforced here.
+    pub fn create(name: &str, budget: &Budget) -> Result<ControlGroup, String> {
+        let name = format!("related-{name}-{}", std::process::id());
+        let root = Path::new("/sys/fs/cgroup");
+        let group = if root.join("cgroup.controllers").exists() {
+            // Pure v2: controllers must be enabled for children of the root.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory");
+            let dir = root.join(&name);
+            mkdir(&dir)?;
+            ControlGroup {
+                layout: Layout::V2(dir),
+            }
+        } else if root.join("cpu/cpu.cfs_quota_us").exists() {
+            let cpu = root.join("cpu").join(&name);
+            mkdir(&cpu)?;
+            let other = |controller: &str| {
+                let dir = root.join(controller).join(&name);
+                (root.join(controller).is_dir() && !same_dir(&root.join(controller), &root.join("cpu")))
+                    .then(|| mkdir(&dir).ok().map(|_| dir))
+                    .flatten()
+            };
+            ControlGroup {
+                layout: Layout::V1 {
+                    cpuacct: other("cpuacct"),
+                    memory: other("memory"),
+                    cpu,
+                },
+            }
+        } else {
+            return Err("no writable cgroup hierarchy under /sys/fs/cgroup".into());
+        };
+        group.set_budget(budget)?;
+        Ok(group)
+    }
+
+    /// Change the limits of a running group (the journey's "bigger database" stage).
+    pub fn set_budget(&self, budget: &Budget) -> Result<(), String> {
+        let quota = budget.cpus.map(|c| ((c * PERIOD_US as f64) as u64).max(1000));
+        match &self.layout {
+            Layout::V2(dir) => {
+                let cpu_max = match quota {
+                    Some(q) => format!("{q} {PERIOD_US}"),
+                    None => format!("max {PERIOD_US}"),
+                };
+                write(&dir.join("cpu.max"), &cpu_max)?;
+                let mem = budget
+                    .memory_mb
+                    .map(|m| (m * 1024 * 1024).to_string())
+                    .unwrap_or_else(|| "max".into());
+                write(&dir.join("memory.max"), &mem)?;
+            }
+            Layout::V1 { cpu, memory, .. } => {
+                write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                let q = quota.map(|q| q as i64).unwrap_or(-1);
+                write(&cpu.join("cpu.cfs_quota_us"), &q.to_string())?;
+                if let Some(mem) = memory {
+                    let limit = budget
+                        .memory_mb
+                        .map(|m| (m * 1024 * 1024) as i64)
+                        .unwrap_or(-1);
+                    write(&mem.join("memory.limit_in_bytes"), &limit.to_string())?;
+                } else if budget.memory_mb.is_some() {
+                    return Err("no writable memory cgroup".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move a process and all its current descendants into the group; children forked later
+    /// (PostgreSQL backends, say) start inside it.
+    pub fn add_tree(&self, pid: i32) -> Result<(), String> {
+        for p in std::iter::once(pid).chain(descendants(pid)) {
+            self.add(p)?;
+        }
+        Ok(())
+    }
+
+    fn add(&self, pid: i32) -> Result<(), String> {
+        let dirs: Vec<&PathBuf> = match &self.layout {
+            Layout::V2(dir) => vec![dir],
+            Layout::V1 {
+                cpu,
+                cpuacct,
+                memory,
+            } => std::iter::once(cpu)
+                .chain(cpuacct.iter())
+                .chain(memory.iter())
+                .collect(),
+        };
+        for dir in dirs {
+            match std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+                Ok(()) => {}
+                // The process exited in the meantime: nothing to budget.
+                Err(e) if e.raw_os_error() == Some(libc_esrch()) => {}
+                Err(e) => return Err(format!("add pid {pid} to {}: {e}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// CPU time used by everything that ran in the group, as the kernel accounts it.
+    pub fn cpu_usage(&self) -> Option<Duration> {
+        match &self.layout {
+            Layout::V2(dir) => {
+                let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+                let usec = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(Duration::from_micros(usec))
+            }
+            Layout::V1 { cpu, cpuacct, .. } => {
+                let dir = cpuacct.as_ref().unwrap_or(cpu);
+                let ns = std::fs::read_to_string(dir.join("cpuacct.usage"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(Duration::from_nanos(ns))
+            }
+        }
+    }
+}
+
+impl Drop for ControlGroup {
+    fn drop(&mut self) {
+        let dirs: Vec<PathBuf> = match &self.layout {
+            Layout::V2(dir) => vec![dir.clone()],
+            Layout::V1 {
+                cpu,
+                cpuacct,
+                memory,
+            } => std::iter::once(cpu.clone())
+                .chain(cpuacct.clone())
+                .chain(memory.clone())
+                .collect(),
+        };
+        for dir in dirs {
+            // Anything still inside goes back to the parent so the group can be removed.
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                let parent = dir.parent().map(|p| p.join("cgroup.procs"));
+                for pid in procs.lines() {
+                    if let Some(parent) = &parent {
+                        let _ = std::fs::write(parent, pid);
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn mkdir(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create cgroup {}: {e}", dir.display())),
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Every live descendant of `pid`, from /proc.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = read_stat(p)?;
+            Some((p, stat.ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+struct ProcStat {
+    ppid: i32,
+    /// utime + stime of the process itself, in clock ticks.
+    own_ticks: u64,
+    /// cutime + cstime: exited children that it waited for (PostgreSQL backends, say).
+    children_ticks: u64,
+}
+
+fn read_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        ppid: fields.get(1)?.parse().ok()?,
+        own_ticks: num(11)? + num(12)?,
+        children_ticks: num(13)? + num(14)?,
+    })
+}
+
+/// CPU time used so far by a process, its live descendants, and the descendants that already
+/// exited and were waited for. Differences of two readings give the CPU a component used.
+pub fn process_tree_cpu(pid: i32) -> Duration {
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let mut ticks = 0u64;
+    if let Some(root) = read_stat(pid) {
+        ticks += root.own_ticks + root.children_ticks;
+    }
+    for child in descendants(pid) {
+        if let Some(stat) = read_stat(child) {
+            ticks += stat.own_ticks + stat.children_ticks;
+        }
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+}

@@ -1,0 +1,70 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use stack::nginx::{render, Nginx, NginxSettings};
+
+use crate::test_dir;
+
+#[test]
+fn tuned_config_keeps_upstream_connections_alive() {
+    let addrs: Vec<SocketAddr> = vec!["127.0.0.1:9001".parse().unwrap(), "127.0.0.1:9002".parse().unwrap()];
+    let conf = render(&NginxSettings::tuned(), 8080, std::path::Path::new("/x"), &addrs);
+    assert!(conf.contains("server 127.0.0.1:9001"));
+    assert!(conf.contains("server 127.0.0.1:9002"));
+    assert!(conf.contains("keepalive 256;"));
+    assert!(conf.contains("proxy_http_version 1.1;"));
+    assert!(conf.contains("proxy_set_header Connection \"\";"));
+    assert!(conf.contains("worker_processes auto;"));
+    assert!(conf.contains("proxy_next_upstream_tries 2;"));
+    assert!(!conf.contains("{{"), "every placeholder is filled");
+
+    let untuned = render(&NginxSettings::untuned(), 8080, std::path::Path::new("/x"), &addrs);
+    assert!(untuned.contains("worker_connections 128;"));
+    assert!(untuned.contains("worker_rlimit_nofile 128;"));
+    assert!(!untuned.contains("keepalive 256"));
+}
+
+/// A one-shot HTTP upstream that answers every request with a fixed body.
+fn tiny_upstream(body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn nginx_proxies_to_its_upstreams_and_stops() {
+    let dir = test_dir();
+    let up = tiny_upstream("hello");
+    let mut nginx = Nginx::start(&NginxSettings::tuned(), dir.path(), &[up], None).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", nginx.port())).unwrap();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("hello"));
+    let port = nginx.port();
+    nginx.stop();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
