@@ -57,9 +57,10 @@ impl ControlGroup {
             mkdir(&cpu)?;
             let other = |controller: &str| {
                 let dir = root.join(controller).join(&name);
-                (root.join(controller).is_dir() && !same_dir(&root.join(controller), &root.join("cpu")))
-                    .then(|| mkdir(&dir).ok().map(|_| dir))
-                    .flatten()
+                (root.join(controller).is_dir()
+                    && !same_dir(&root.join(controller), &root.join("cpu")))
+                .then(|| mkdir(&dir).ok().map(|_| dir))
+                .flatten()
             };
             ControlGroup {
                 layout: Layout::V1 {
@@ -77,7 +78,9 @@ impl ControlGroup {
 
     /// Change the limits of a running group (the journey's "bigger database" stage).
     pub fn set_budget(&self, budget: &Budget) -> Result<(), String> {
-        let quota = budget.cpus.map(|c| ((c * PERIOD_US as f64) as u64).max(1000));
+        let quota = budget
+            .cpus
+            .map(|c| ((c * PERIOD_US as f64) as u64).max(1000));
         match &self.layout {
             Layout::V2(dir) => {
                 let cpu_max = match quota {

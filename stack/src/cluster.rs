@@ -331,7 +331,7 @@ impl Cluster {
     pub async fn wait_for_replicas(&self, timeout: Duration) -> Result<()> {
         let primary = self.connect(0).await?;
         let lsn: String = primary
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .map_err(|e| db_err("primary", e))?
             .get(0);

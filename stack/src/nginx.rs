@@ -88,9 +88,18 @@ pub fn render(settings: &NginxSettings, port: u16, dir: &Path, upstreams: &[Sock
         .replace("{{access_log}}", &access_log)
         .replace("{{upstream_servers}}", servers.trim_end_matches('\n'))
         .replace("keepalive {{upstream_keepalive}};", &keepalive)
-        .replace("proxy_http_version 1.1;", &format!("proxy_http_version {http_version};"))
-        .replace("proxy_set_header Connection \"\";", &format!("proxy_set_header Connection {connection};"))
-        .replace("{{next_upstream_tries}}", &upstreams.len().clamp(1, 3).to_string())
+        .replace(
+            "proxy_http_version 1.1;",
+            &format!("proxy_http_version {http_version};"),
+        )
+        .replace(
+            "proxy_set_header Connection \"\";",
+            &format!("proxy_set_header Connection {connection};"),
+        )
+        .replace(
+            "{{next_upstream_tries}}",
+            &upstreams.len().clamp(1, 3).to_string(),
+        )
         .replace("{{port}}", &port.to_string())
         .replace("{{dir}}", &dir.display().to_string())
 }
@@ -197,9 +206,7 @@ impl Nginx {
         let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
         NginxErrors {
             too_many_open_files: log.matches("Too many open files").count(),
-            worker_connections_not_enough: log
-                .matches("worker_connections are not enough")
-                .count(),
+            worker_connections_not_enough: log.matches("worker_connections are not enough").count(),
             upstream_errors: log.matches("upstream").count(),
         }
     }

@@ -32,7 +32,10 @@ fn cpu_quota_holds_a_busy_process_to_its_budget() {
     busy.kill().unwrap();
     busy.wait().unwrap();
     let share = used.as_secs_f64() / wall.as_secs_f64();
-    println!("busy loop under a 25% quota used {:.1}% of a core (kernel: {kernel_used:?})", share * 100.0);
+    println!(
+        "busy loop under a 25% quota used {:.1}% of a core (kernel: {kernel_used:?})",
+        share * 100.0
+    );
     assert!((0.15..=0.35).contains(&share), "share {share}");
     if let Some(k) = kernel_used {
         let kshare = k.as_secs_f64() / wall.as_secs_f64();

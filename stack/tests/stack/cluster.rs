@@ -94,7 +94,10 @@ async fn two_clusters_side_by_side_and_a_node_restarts() {
 
     a.stop_node(1);
     assert!(a.pid(1).is_none());
-    assert!(a.connect(1).await.is_err(), "a stopped replica refuses connections");
+    assert!(
+        a.connect(1).await.is_err(),
+        "a stopped replica refuses connections"
+    );
     a.start_node(1).unwrap();
     a.connect(1).await.unwrap();
     a.wait_for_replicas(Duration::from_secs(30)).await.unwrap();
@@ -114,7 +117,10 @@ async fn a_crashed_run_is_cleaned_up() {
     // All servers alive: a second `up` on the same directory is refused with a clear message.
     let mut kept = second;
     kept.keep();
-    let err = Cluster::create(ClusterSpec::new(&path, 1)).await.err().unwrap();
+    let err = Cluster::create(ClusterSpec::new(&path, 1))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("stack down"), "{err}");
     Cluster::open(&path).unwrap().down().unwrap();
 }

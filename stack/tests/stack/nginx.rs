@@ -7,8 +7,16 @@ use crate::test_dir;
 
 #[test]
 fn tuned_config_keeps_upstream_connections_alive() {
-    let addrs: Vec<SocketAddr> = vec!["127.0.0.1:9001".parse().unwrap(), "127.0.0.1:9002".parse().unwrap()];
-    let conf = render(&NginxSettings::tuned(), 8080, std::path::Path::new("/x"), &addrs);
+    let addrs: Vec<SocketAddr> = vec![
+        "127.0.0.1:9001".parse().unwrap(),
+        "127.0.0.1:9002".parse().unwrap(),
+    ];
+    let conf = render(
+        &NginxSettings::tuned(),
+        8080,
+        std::path::Path::new("/x"),
+        &addrs,
+    );
     assert!(conf.contains("server 127.0.0.1:9001"));
     assert!(conf.contains("server 127.0.0.1:9002"));
     assert!(conf.contains("keepalive 256;"));
@@ -18,7 +26,12 @@ fn tuned_config_keeps_upstream_connections_alive() {
     assert!(conf.contains("proxy_next_upstream_tries 2;"));
     assert!(!conf.contains("{{"), "every placeholder is filled");
 
-    let untuned = render(&NginxSettings::untuned(), 8080, std::path::Path::new("/x"), &addrs);
+    let untuned = render(
+        &NginxSettings::untuned(),
+        8080,
+        std::path::Path::new("/x"),
+        &addrs,
+    );
     assert!(untuned.contains("worker_connections 128;"));
     assert!(untuned.contains("worker_rlimit_nofile 128;"));
     assert!(!untuned.contains("keepalive 256"));
