@@ -1,0 +1,178 @@
+//! The `seeder` command line: seed (the default), `index`, `export`, `import`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::csvio::{ImportOptions, PRODUCTS_FILE, RELATED_FILE};
+use crate::SeedOptions;
+
+const CSV_FORMAT: &str = "CSV format (UTF-8, comma-separated, one header line):
+  products.csv       id,name,category,price_cents,image_url,rating,review_count
+  related_items.csv  product_id,position,related_id
+id, price_cents, review_count, product_id, related_id: integers (all but id non-negative);
+position: 0..32767; rating: 0.0 to 5.0 with at most one decimal; related_id must differ from
+product_id, and (product_id, position) and (product_id, related_id) must be unique.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seeder",
+    version,
+    about = "Create the related-items schema and load it: a deterministic synthetic catalog or CSV files",
+    long_about = "Create the related-items schema and load it: a deterministic synthetic catalog \
+(the default command) or CSV files. The load is resumable: kill it at any moment and rerun the \
+same command. Without a subcommand, `seeder` seeds the generated catalog.",
+    after_help = CSV_FORMAT,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// libpq-style URL of the primary, e.g. postgres://postgres:secret@127.0.0.1:5432/related
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// One plain line per phase instead of progress bars (also the default when stdout is not a terminal).
+    #[arg(long, short, env = "SEEDER_QUIET", global = true)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the related_items indexes on a database seeded with --no-index.
+    Index(IndexArgs),
+    /// Write products.csv and related_items.csv from the database.
+    #[command(after_help = CSV_FORMAT)]
+    Export(ExportArgs),
+    /// Load products.csv and related_items.csv (resumable, chunked), then index and analyze.
+    #[command(after_help = CSV_FORMAT)]
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Number of products (ids 1..=N); 10000000 is the full 170M-row scale.
+    #[arg(long, env = "SEEDER_PRODUCTS", default_value_t = 10_000)]
+    pub products: u64,
+    /// Related items per product.
+    #[arg(long, env = "SEEDER_PER_PRODUCT", default_value_t = 16)]
+    pub per_product: u32,
+    /// Random seed: the same seed gives the same rows at any worker count.
+    #[arg(long, env = "SEEDER_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Products per committed chunk (the unit a killed load resumes from).
+    #[arg(long, env = "SEEDER_CHUNK_PRODUCTS", default_value_t = 5_000)]
+    pub chunk_products: u32,
+    #[command(flatten)]
+    pub common: LoadArgs,
+}
+
+/// Options shared by the generated load and the CSV import.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Parallel load connections (default: the number of CPUs, at least 2).
+    #[arg(long, env = "SEEDER_WORKERS")]
+    pub workers: Option<usize>,
+    /// Leave related_items without indexes (the story's slow first stage); `seeder index` builds them later.
+    #[arg(long, env = "SEEDER_NO_INDEX")]
+    pub no_index: bool,
+    /// Drop the tables and the progress ledger first, instead of resuming or refusing.
+    #[arg(long, env = "SEEDER_RESET")]
+    pub reset: bool,
+    /// maintenance_work_mem of each index-building session, in MiB.
+    #[arg(long, env = "SEEDER_MAINTENANCE_WORK_MEM_MB", default_value_t = 1024)]
+    pub maintenance_work_mem_mb: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Folder to write products.csv and related_items.csv into.
+    #[arg(long, env = "SEEDER_CSV_DIR", default_value = "catalog")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Folder holding products.csv and related_items.csv.
+    #[arg(long, env = "SEEDER_CSV_DIR", default_value = "catalog")]
+    pub dir: PathBuf,
+    /// Products file (default: DIR/products.csv).
+    #[arg(long, env = "SEEDER_PRODUCTS_CSV")]
+    pub products_csv: Option<PathBuf>,
+    /// Related items file (default: DIR/related_items.csv).
+    #[arg(long, env = "SEEDER_RELATED_CSV")]
+    pub related_csv: Option<PathBuf>,
+    /// Records per committed chunk.
+    #[arg(long, env = "SEEDER_CHUNK_ROWS", default_value_t = 100_000)]
+    pub chunk_rows: usize,
+    #[command(flatten)]
+    pub common: LoadArgs,
+}
+
+impl LoadArgs {
+    fn apply(&self, opts: &mut SeedOptions) {
+        if let Some(w) = self.workers {
+            opts.workers = w;
+        }
+        opts.no_index = self.no_index;
+        opts.reset = self.reset;
+        opts.maintenance_work_mem_mb = self.maintenance_work_mem_mb;
+    }
+}
+
+/// Run one command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(url) = cli.database_url.as_deref() else {
+        anyhow::bail!("no database given: pass --database-url or set DATABASE_URL");
+    };
+    match cli.command {
+        None => {
+            let mut opts = SeedOptions {
+                products: cli.seed.products,
+                per_product: cli.seed.per_product,
+                seed: cli.seed.seed,
+                chunk_products: cli.seed.chunk_products,
+                quiet: cli.quiet,
+                ..SeedOptions::default()
+            };
+            cli.seed.common.apply(&mut opts);
+            crate::seed(url, &opts).await?;
+        }
+        Some(Command::Index(_)) => {
+            crate::build_relation_index(url, cli.quiet).await?;
+        }
+        Some(Command::Export(args)) => {
+            let summary = crate::export_csv(url, &args.dir).await?;
+            println!(
+                "exported {} products to {} and {} related items to {}",
+                summary.products,
+                args.dir.join(PRODUCTS_FILE).display(),
+                summary.related_items,
+                args.dir.join(RELATED_FILE).display()
+            );
+        }
+        Some(Command::Import(args)) => {
+            let mut seed = SeedOptions {
+                quiet: cli.quiet,
+                ..SeedOptions::default()
+            };
+            args.common.apply(&mut seed);
+            let opts = ImportOptions {
+                products_csv: args
+                    .products_csv
+                    .unwrap_or_else(|| args.dir.join(PRODUCTS_FILE)),
+                related_csv: args
+                    .related_csv
+                    .unwrap_or_else(|| args.dir.join(RELATED_FILE)),
+                chunk_rows: args.chunk_rows,
+                seed,
+            };
+            crate::import_csv(url, &opts).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Connections, the schema, and the progress ledger that makes a load resumable.
+//!
+//! The ledger is two tables next to the data: `seeder_load` says what is being loaded (seed and
+//! scale, or which CSV files) and whether it finished; `seeder_chunks` holds one row per chunk,
+//! committed in the same transaction as that chunk's rows. A killed run therefore leaves exactly
+//! the chunks listed in the ledger, and a rerun loads the others.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{db, pg_reason, SeedError};
+
+pub const SCHEMA_SQL: &str = include_str!("../sql/schema.sql");
+pub const INDEXES_SQL: &str = include_str!("../sql/indexes.sql");
+pub const RELATION_INDEX_SQL: &str = include_str!("../sql/relation_index.sql");
+pub const GRANTS_SQL: &str = include_str!("../sql/grants.sql");
+
+const LEDGER_SQL: &str = "
+CREATE TABLE IF NOT EXISTS seeder_load (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    source    text    NOT NULL,
+    finished  boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS seeder_chunks (
+    part          text    NOT NULL,
+    chunk         integer NOT NULL,
+    products      bigint  NOT NULL,
+    related_items bigint  NOT NULL,
+    PRIMARY KEY (part, chunk)
+);";
+
+/// Any constant will do: it only has to be the same for every seeder process.
+const LOAD_LOCK_KEY: i64 = 0x5eed_10ad;
+
+/// Open a connection; its driver task runs on the current runtime.
+pub async fn connect(url: &str) -> Result<Client, SeedError> {
+    let mut config: Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| SeedError::InvalidUrl(pg_reason(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| SeedError::Connect {
+            target: describe_target(&config),
+            reason: pg_reason(&e),
+        })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn describe_target(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}, database {dbname}")
+}
+
+/// Hold the load lock on this connection for its lifetime, so two seeders never interleave.
+pub async fn lock_load(client: &Client) -> Result<(), SeedError> {
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+        .await
+        .map_err(db("taking the load lock"))?
+        .get(0);
+    if got {
+        Ok(())
+    } else {
+        Err(SeedError::Busy)
+    }
+}
+
+/// Drop everything the seeder created.
+pub async fn reset(client: &Client) -> Result<(), SeedError> {
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS related_items, products, seeder_chunks, seeder_load CASCADE",
+        )
+        .await
+        .map_err(db("dropping the old tables (--reset)"))
+}
+
+/// Chunks already committed for a load, by part ("generated", "products", "related_items").
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub done: HashSet<(String, i32)>,
+    pub finished: bool,
+}
+
+impl Ledger {
+    pub fn is_done(&self, part: &str, chunk: i32) -> bool {
+        self.done.contains(&(part.to_string(), chunk))
+    }
+}
+
+/// Create the tables if missing and register this load; refuse when the database holds a
+/// different load (or rows from elsewhere).
+pub async fn begin_load(client: &Client, source: &str) -> Result<Ledger, SeedError> {
+    client
+        .batch_execute(SCHEMA_SQL)
+        .await
+        .map_err(db("creating the tables"))?;
+    client
+        .batch_execute(LEDGER_SQL)
+        .await
+        .map_err(db("creating the ledger"))?;
+    let existing = client
+        .query_opt("SELECT source, finished FROM seeder_load", &[])
+        .await
+        .map_err(db("reading the ledger"))?;
+    let finished = match existing {
+        None => {
+            let has_rows: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT FROM products) OR EXISTS (SELECT FROM related_items)",
+                    &[],
+                )
+                .await
+                .map_err(db("checking for existing rows"))?
+                .get(0);
+            if has_rows {
+                return Err(SeedError::ForeignRows);
+            }
+            client
+                .execute("INSERT INTO seeder_load (source) VALUES ($1)", &[&source])
+                .await
+                .map_err(db("writing the ledger"))?;
+            false
+        }
+        Some(row) => {
+            let old: String = row.get(0);
+            let finished: bool = row.get(1);
+            if old != source {
+                let chunks: i64 = client
+                    .query_one("SELECT count(*) FROM seeder_chunks", &[])
+                    .await
+                    .map_err(db("reading the ledger"))?
+                    .get(0);
+                return Err(SeedError::OtherLoad {
+                    existing: old,
+                    requested: source.to_string(),
+                    state: if finished {
+                        "fully loaded".into()
+                    } else {
+                        format!("half-loaded, {chunks} chunks committed")
+                    },
+                });
+            }
+            finished
+        }
+    };
+    let done = client
+        .query("SELECT part, chunk FROM seeder_chunks", &[])
+        .await
+        .map_err(db("reading the ledger"))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Ledger { done, finished })
+}
+
+pub async fn mark_finished(client: &Client) -> Result<(), SeedError> {
+    client
+        .execute("UPDATE seeder_load SET finished = true", &[])
+        .await
+        .map_err(db("writing the ledger"))?;
+    Ok(())
+}
+
+/// Rows loaded so far according to the ledger: (products, related_items).
+pub async fn ledger_rows(client: &Client) -> Result<(u64, u64), SeedError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(products), 0)::int8, coalesce(sum(related_items), 0)::int8 FROM seeder_chunks",
+            &[],
+        )
+        .await
+        .map_err(db("reading the ledger"))?;
+    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+}
+
+/// Row counts for the index and analyze progress bars: the ledger when this seeder loaded the
+/// tables, otherwise the planner's estimate.
+pub async fn table_rows(client: &Client) -> Result<(u64, u64), SeedError> {
+    let ledger: Option<String> = client
+        .query_one("SELECT to_regclass('seeder_chunks')::text", &[])
+        .await
+        .map_err(db("looking for the ledger"))?
+        .get(0);
+    if ledger.is_some() {
+        let rows = ledger_rows(client).await?;
+        if rows != (0, 0) {
+            return Ok(rows);
+        }
+    }
+    let row = client
+        .query_one(
+            "SELECT greatest((SELECT reltuples FROM pg_class WHERE oid = 'products'::regclass), 0)::int8,
+                    greatest((SELECT reltuples FROM pg_class WHERE oid = 'related_items'::regclass), 0)::int8",
+            &[],
+        )
+        .await
+        .map_err(db("estimating table sizes"))?;
+    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+}
+
+/// Whether a relation (table or index) exists.
+pub async fn exists(client: &Client, name: &str) -> Result<bool, SeedError> {
+    let found: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&name])
+        .await
+        .map_err(db(format!("looking for {name}")))?
+        .get(0);
+    Ok(found.is_some())
+}
+
+pub async fn require_table(client: &Client, table: &str) -> Result<(), SeedError> {
+    if exists(client, table).await? {
+        Ok(())
+    } else {
+        Err(SeedError::MissingTable(table.to_string()))
+    }
+}

@@ -1,0 +1,80 @@
+//! Bad URLs, unreachable servers and missing tables give one clear sentence, not a panic.
+
+use std::process::Command;
+
+use seeder::{build_relation_index, export_csv, seed, SeedError};
+
+use crate::helpers::{cluster, small};
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn bad_url_and_unreachable_server_are_named() {
+    let err = seed("postgres://u@127.0.0.1:notaport/db", &small(100))
+        .await
+        .expect_err("bad URL");
+    assert!(matches!(err, SeedError::InvalidUrl(_)), "{err}");
+
+    let url = format!("postgres://u:p@127.0.0.1:{}/related", closed_port());
+    let err = seed(&url, &small(100)).await.expect_err("no server");
+    assert!(matches!(err, SeedError::Connect { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+}
+
+#[test]
+fn the_binary_exits_non_zero_with_one_line() {
+    let url = format!("postgres://u:p@127.0.0.1:{}/related", closed_port());
+    for args in [
+        vec!["--quiet"],
+        vec!["index"],
+        vec!["export", "--dir", "/nonexistent"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_seeder"))
+            .args(&args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("run the seeder");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: cannot connect"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_seeder"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the seeder");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tables_are_named() {
+    let c = cluster(0).await;
+    let err = build_relation_index(&c.primary_url(), true)
+        .await
+        .expect_err("no tables yet");
+    assert!(
+        matches!(&err, SeedError::MissingTable(t) if t == "products"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("`products` does not exist"),
+        "{err}"
+    );
+    let err = export_csv(&c.primary_url(), &c.dir.path().join("out"))
+        .await
+        .expect_err("no tables yet");
+    assert!(matches!(err, SeedError::MissingTable(_)), "{err}");
+}
