@@ -1,1 +1,17 @@
-//! placeholder
+//! The load generator and the requests-per-second journey.
+//!
+//! [`scenario`] is the storefront-widget load on goose with microsecond [`latency`] recording and
+//! ids from [`ids`]; [`topology`] starts API instances and nginx for a stage and reads their CPU;
+//! [`journey`] runs a TOML list of stages over one seeded [`stack::Cluster`] and names each
+//! stage's bottleneck; [`report`] writes the result files; [`baseline`] is the short,
+//! calibrated run CI compares with the committed figure.
+
+pub mod baseline;
+pub mod cli;
+pub mod ids;
+pub mod index_probe;
+pub mod journey;
+pub mod latency;
+pub mod report;
+pub mod scenario;
+pub mod topology;

@@ -1,0 +1,323 @@
+//! A journey's result files: JSON (everything), CSV (one row per stage), a Markdown table, and an
+//! SVG chart of requests/s per stage with p99 latency.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::journey::{JourneyReport, StageKind, StageResult};
+
+pub fn write_all(dir: &Path, report: &JourneyReport) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join("journey.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    write_csv(&dir.join("stages.csv"), report)?;
+    std::fs::write(dir.join("journey.md"), markdown(report))?;
+    std::fs::write(dir.join("journey.svg"), svg_chart(report))?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    stage: usize,
+    name: &'a str,
+    replicas: Option<usize>,
+    api_instances: Option<usize>,
+    nginx: String,
+    cache: Option<bool>,
+    ids: String,
+    users: Option<usize>,
+    db_cpus: Option<f64>,
+    db_memory_mb: Option<u64>,
+    budgeted: Option<bool>,
+    requests_per_sec: Option<f64>,
+    p50_us: Option<u64>,
+    p90_us: Option<u64>,
+    p99_us: Option<u64>,
+    p999_us: Option<u64>,
+    max_us: Option<u64>,
+    p99_corrected_us: Option<u64>,
+    errors: Option<u64>,
+    error_rate: Option<f64>,
+    db_utilization: Option<f64>,
+    api_utilization: Option<f64>,
+    nginx_utilization: Option<f64>,
+    generator_utilization: Option<f64>,
+    machine_utilization: f64,
+    bottleneck: &'a str,
+    verdict: &'a str,
+}
+
+fn utilization(stage: &StageResult, component: &str) -> Option<f64> {
+    stage
+        .cpu
+        .iter()
+        .find(|c| c.component == component)
+        .map(|c| c.utilization)
+}
+
+fn write_csv(path: &Path, report: &JourneyReport) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    for s in &report.stages {
+        let t = s.topology.as_ref();
+        let l = s.load.as_ref();
+        w.serialize(CsvRow {
+            stage: s.number,
+            name: &s.name,
+            replicas: t.map(|t| t.replicas),
+            api_instances: t.map(|t| t.api_instances),
+            nginx: t
+                .map(|t| format!("{:?}", t.nginx).to_lowercase())
+                .unwrap_or_default(),
+            cache: t.map(|t| t.cache),
+            ids: t.map(|t| t.ids.clone()).unwrap_or_default(),
+            users: t.map(|t| t.users),
+            db_cpus: t.and_then(|t| t.db_budget.budget.cpus),
+            db_memory_mb: t.and_then(|t| t.db_budget.budget.memory_mb),
+            budgeted: t.map(|t| t.budgeted),
+            requests_per_sec: l.map(|l| l.requests_per_sec),
+            p50_us: l.map(|l| l.latency.p50_us),
+            p90_us: l.map(|l| l.latency.p90_us),
+            p99_us: l.map(|l| l.latency.p99_us),
+            p999_us: l.map(|l| l.latency.p999_us),
+            max_us: l.map(|l| l.latency.max_us),
+            p99_corrected_us: l.map(|l| l.latency_corrected.p99_us),
+            errors: l.map(|l| l.total_errors()),
+            error_rate: l.map(|l| l.error_rate),
+            db_utilization: utilization(s, "database"),
+            api_utilization: utilization(s, "api"),
+            nginx_utilization: utilization(s, "nginx"),
+            generator_utilization: utilization(s, "load generator"),
+            machine_utilization: s.machine_cpu_utilization,
+            bottleneck: &s.bottleneck,
+            verdict: &s.verdict,
+        })?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+pub fn markdown(report: &JourneyReport) -> String {
+    let m = &report.machine;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Journey: {}\n", report.journey);
+    let _ = writeln!(
+        out,
+        "Machine: {} cores ({}), {} GiB, kernel {}; {}; {}. Data: {} products, {} relation rows (seeded in {} s). Run {}.\n",
+        m.cores, m.cpu_model, m.memory_gib, m.kernel, m.postgres, m.nginx, report.products, report.relation_rows, report.seed_secs, report.started_at
+    );
+    let _ = writeln!(out, "Command: `{}`\n", report.command);
+    let _ = writeln!(
+        out,
+        "| # | stage | topology | req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for s in &report.stages {
+        let pct = |c: &str| {
+            utilization(s, c)
+                .map(|u| format!("{:.0}%", u * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        match (&s.load, &s.topology) {
+            (Some(l), Some(t)) => {
+                let budget = match (t.db_budget.budget.cpus, t.budgeted) {
+                    (Some(c), true) => format!(
+                        ", DB {c} CPU/{} MiB",
+                        t.db_budget.budget.memory_mb.unwrap_or(0)
+                    ),
+                    (Some(_), false) => ", **unbudgeted**".into(),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    s.number,
+                    s.name,
+                    t.replicas,
+                    t.api_instances,
+                    format!("{:?}", t.nginx).to_lowercase(),
+                    if t.cache { "on" } else { "off" },
+                    t.ids,
+                    budget,
+                    l.requests_per_sec,
+                    ms(l.latency.p50_us),
+                    ms(l.latency.p99_us),
+                    ms(l.latency.p999_us),
+                    l.total_errors(),
+                    pct("database"),
+                    pct("api"),
+                    pct("nginx"),
+                    pct("load generator"),
+                    s.verdict
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | {} |",
+                    s.number, s.name, s.verdict
+                );
+            }
+        }
+    }
+    for s in &report.stages {
+        if let Some(p) = &s.index {
+            let _ = writeln!(out, "\n## Stage {}: {}\n", s.number, s.name);
+            let _ = writeln!(
+                out,
+                "Without the index: {:?} ms (median {} ms). Index build: {} s. With it: median {} ms, p99 {} ms over {} queries; {}x faster.\n",
+                p.without_index_ms, p.without_index_ms_median, p.index_build_secs, p.with_index_ms_median, p.with_index_ms_p99, p.with_index_samples, p.speedup
+            );
+            let _ = writeln!(
+                out,
+                "Plan without the index:\n\n```\n{}\n```\n",
+                p.plan_without_index.join("\n")
+            );
+            let _ = writeln!(
+                out,
+                "Plan with the index:\n\n```\n{}\n```",
+                p.plan_with_index.join("\n")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nPercentiles are measured per request in microseconds (closed model, no think time); \
+         `journey.json` also has the coordinated-omission-corrected ones. CPU columns are each \
+         component's CPU time in the measured window over its limit (its budget, or the machine's cores)."
+    );
+    out
+}
+
+/// Bars for requests/s, a line for p99 latency on a second axis.
+pub fn svg_chart(report: &JourneyReport) -> String {
+    let stages: Vec<&StageResult> = report
+        .stages
+        .iter()
+        .filter(|s| s.kind == StageKind::Load && s.load.is_some())
+        .collect();
+    let (w, h) = (900.0, 420.0);
+    let (left, right, top, bottom) = (80.0, 80.0, 50.0, 110.0);
+    let plot_w = w - left - right;
+    let plot_h = h - top - bottom;
+    let max_rps = stages
+        .iter()
+        .map(|s| s.load.as_ref().unwrap().requests_per_sec)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let max_p99 = stages
+        .iter()
+        .map(|s| s.load.as_ref().unwrap().latency.p99_us as f64 / 1000.0)
+        .fold(0.1, f64::max)
+        * 1.15;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}: requests/s (bars) and p99 latency (line), {} cores</text>"#,
+        w / 2.0,
+        xml(&report.journey),
+        report.machine.cores
+    );
+    for i in 0..=4 {
+        let y = top + plot_h - plot_h * i as f64 / 4.0;
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0}</text><text x="{}" y="{}" fill="#c0392b">{:.2} ms</text>"##,
+            left + plot_w,
+            left - 6.0,
+            y + 4.0,
+            max_rps * i as f64 / 4.0,
+            left + plot_w + 6.0,
+            y + 4.0,
+            max_p99 * i as f64 / 4.0
+        );
+    }
+    let n = stages.len().max(1) as f64;
+    let slot = plot_w / n;
+    let mut points = Vec::new();
+    for (i, s) in stages.iter().enumerate() {
+        let l = s.load.as_ref().unwrap();
+        let x = left + slot * i as f64;
+        let bar_h = plot_h * l.requests_per_sec / max_rps;
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#2e86c1"><title>{}: {:.0} req/s</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
+            x + slot * 0.15,
+            top + plot_h - bar_h,
+            slot * 0.7,
+            bar_h,
+            xml(&s.name),
+            l.requests_per_sec,
+            x + slot / 2.0,
+            top + plot_h - bar_h - 4.0,
+            l.requests_per_sec
+        );
+        let label_y = top + plot_h + 16.0;
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{label_y}" text-anchor="middle" font-weight="bold">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">bottleneck: {}</text>"#,
+            x + slot / 2.0,
+            s.number,
+            x + slot / 2.0,
+            label_y + 14.0,
+            xml(&truncate(&s.name, 22)),
+            x + slot / 2.0,
+            label_y + 28.0,
+            xml(&s.bottleneck)
+        );
+        let p99 = l.latency.p99_us as f64 / 1000.0;
+        points.push((x + slot / 2.0, top + plot_h - plot_h * p99 / max_p99));
+    }
+    if !points.is_empty() {
+        let path: Vec<String> = points
+            .iter()
+            .map(|(x, y)| format!("{x:.1},{y:.1}"))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r##"<polyline points="{}" fill="none" stroke="#c0392b" stroke-width="2"/>"##,
+            path.join(" ")
+        );
+        for (x, y) in points {
+            let _ = writeln!(
+                svg,
+                r##"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="#c0392b"/>"##
+            );
+        }
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{left}" y="{}" font-size="10">stage numbers as in journey.md; {} products; generated by loadgen journey</text>"#,
+        h - 10.0,
+        report.products
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

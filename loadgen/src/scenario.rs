@@ -1,0 +1,339 @@
+//! The "storefront widget" scenario on goose: each simulated user asks for one product's related
+//! items, checks the body, and records its latency in microseconds (see [`crate::latency`]).
+//!
+//! goose transactions are plain functions, so the state of the run in progress (id sampler,
+//! counters, recorder) lives in one process-wide slot; runs happen one at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Draw, IdDistribution, IdSampler};
+use crate::latency::{LatencyRecorder, Percentiles};
+
+/// The name every request is reported under, so metrics aggregate by route, not by id.
+pub const ROUTE_NAME: &str = "GET /products/{id}/related";
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Base URL of the API or of nginx in front of it.
+    pub host: String,
+    pub users: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Seeded products (ids 1..=products).
+    pub products: u64,
+    /// Items every known product must return (`None`: do not check the count).
+    pub expected_items: Option<usize>,
+    pub ids: IdDistribution,
+    /// Share of requests for ids that do not exist; their 404 counts as expected.
+    pub unknown_share: f64,
+    /// goose report files (.html, .json, .md) to write at the end.
+    pub report_files: Vec<PathBuf>,
+    /// Further goose options, passed through verbatim.
+    pub goose_args: Vec<String>,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// What came back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoadResult {
+    pub users: usize,
+    pub measured_secs: f64,
+    /// Requests answered as expected (200 with a valid body, or 404 for an unknown id).
+    pub ok: u64,
+    pub expected_not_found: u64,
+    /// Everything else, by kind (`http_503`, `timeout`, `connect`, `body_mismatch`, ...).
+    pub errors: BTreeMap<String, u64>,
+    pub requests_per_sec: f64,
+    pub error_rate: f64,
+    /// Latency as measured (closed model).
+    pub latency: Percentiles,
+    /// Latency corrected for coordinated omission.
+    pub latency_corrected: Percentiles,
+    pub coordinated_omission: String,
+}
+
+impl LoadResult {
+    pub fn total_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+struct RunState {
+    sampler: IdSampler,
+    expected_items: Option<usize>,
+    recorder: LatencyRecorder,
+    ok: Mutex<u64>,
+    not_found: Mutex<u64>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// First answer seen for a sample of ids: later answers must list the same ids in the same order.
+    first_seen: Mutex<HashMap<u64, Vec<i64>>>,
+}
+
+static CURRENT: RwLock<Option<Arc<RunState>>> = RwLock::new(None);
+
+fn current() -> Arc<RunState> {
+    CURRENT
+        .read()
+        .unwrap()
+        .clone()
+        .expect("a load run is in progress")
+}
+
+#[derive(Clone)]
+struct UserState {
+    rng: StdRng,
+    requests: u64,
+    total_us: u64,
+}
+
+#[derive(Deserialize)]
+struct RelatedBody {
+    product_id: i64,
+    items: Vec<RelatedItem>,
+}
+
+#[derive(Deserialize)]
+struct RelatedItem {
+    id: i64,
+}
+
+enum Outcome {
+    Ok,
+    ExpectedNotFound,
+    Failed(String),
+}
+
+async fn related_items(user: &mut GooseUser) -> TransactionResult {
+    let state = current();
+    if user.get_session_data::<UserState>().is_none() {
+        user.set_session_data(UserState {
+            rng: StdRng::from_entropy(),
+            requests: 0,
+            total_us: 0,
+        });
+    }
+    let draw = state
+        .sampler
+        .draw(&mut user.get_session_data_unchecked_mut::<UserState>().rng);
+    let id = match draw {
+        Draw::Known(id) | Draw::Unknown(id) => id,
+    };
+    let started = Instant::now();
+    let mut goose = user
+        .get_named(&format!("/products/{id}/related"), ROUTE_NAME)
+        .await?;
+    let (outcome, body_text) = match goose.response {
+        Err(ref e) => {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "transport"
+            };
+            (Outcome::Failed(kind.into()), None)
+        }
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Err(_) => (Outcome::Failed("body_read".into()), None),
+                Ok(body) => (check(&state, draw, status, &body), Some(body)),
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let now = Instant::now();
+
+    let user_state = user.get_session_data_unchecked_mut::<UserState>();
+    user_state.requests += 1;
+    user_state.total_us += elapsed.as_micros() as u64;
+    let mean_us = user_state.total_us / user_state.requests;
+    let counted = state.recorder.in_window(now);
+    if counted {
+        state.recorder.record(elapsed, mean_us);
+    }
+    match outcome {
+        Outcome::Ok => {
+            if counted {
+                *state.ok.lock().unwrap() += 1;
+            }
+        }
+        Outcome::ExpectedNotFound => {
+            if counted {
+                *state.not_found.lock().unwrap() += 1;
+            }
+            // goose counts every non-2xx as a failure; this one was asked for.
+            user.set_success(&mut goose.request)?;
+        }
+        Outcome::Failed(kind) => {
+            if counted {
+                *state
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .entry(kind.clone())
+                    .or_default() += 1;
+            }
+            let body = body_text.map(|b| String::from_utf8_lossy(&b).into_owned());
+            user.set_failure(&kind, &mut goose.request, None, body.as_deref())?;
+        }
+    }
+    Ok(())
+}
+
+fn check(state: &RunState, draw: Draw, status: u16, body: &[u8]) -> Outcome {
+    match (draw, status) {
+        (Draw::Unknown(_), 404) => Outcome::ExpectedNotFound,
+        (Draw::Known(id), 200) => {
+            let Ok(parsed) = serde_json::from_slice::<RelatedBody>(body) else {
+                return Outcome::Failed("body_not_json".into());
+            };
+            let ids: Vec<i64> = parsed.items.iter().map(|i| i.id).collect();
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let valid = parsed.product_id == id as i64
+                && state.expected_items.is_none_or(|n| ids.len() == n)
+                && distinct.len() == ids.len()
+                && !ids.contains(&(id as i64));
+            if !valid {
+                return Outcome::Failed("body_mismatch".into());
+            }
+            if id % 101 == 0 {
+                let mut seen = state.first_seen.lock().unwrap();
+                let first = seen.entry(id).or_insert_with(|| ids.clone());
+                if *first != ids {
+                    return Outcome::Failed("order_changed".into());
+                }
+            }
+            Outcome::Ok
+        }
+        (_, status) => Outcome::Failed(format!("http_{status}")),
+    }
+}
+
+/// Errors of a load run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("goose: {0}")]
+    Goose(String),
+    #[error("stopped by Ctrl-C")]
+    Interrupted,
+}
+
+/// Run one measured load. `sample` is called at the start and at the end of the measured
+/// window (after warm-up), so the caller can take CPU readings that cover exactly that window.
+pub async fn run_load<T, F>(spec: &LoadSpec, sample: F) -> Result<(LoadResult, T, T), LoadError>
+where
+    T: Send + 'static,
+    F: Fn() -> T + Send + Sync + 'static,
+{
+    if goose::is_killswitch_triggered() {
+        return Err(LoadError::Interrupted);
+    }
+    let state = Arc::new(RunState {
+        sampler: IdSampler::new(spec.products, spec.ids, spec.unknown_share),
+        expected_items: spec.expected_items,
+        recorder: LatencyRecorder::default(),
+        ok: Mutex::new(0),
+        not_found: Mutex::new(0),
+        errors: Mutex::new(BTreeMap::new()),
+        first_seen: Mutex::new(HashMap::new()),
+    });
+    // goose starts users over about a second; the warm-up covers that ramp too.
+    let warmup = spec.warmup.max(Duration::from_secs(1));
+    state.recorder.reset(warmup);
+    *CURRENT.write().unwrap() = Some(state.clone());
+
+    let run_secs = (warmup + spec.duration).as_secs().max(1) + 1;
+    let mut args: Vec<String> = vec![
+        "--host".into(),
+        spec.host.clone(),
+        "--users".into(),
+        spec.users.to_string(),
+        "--increase-rate".into(),
+        spec.users.max(1).to_string(),
+        "--run-time".into(),
+        format!("{run_secs}s"),
+        "--timeout".into(),
+        format!("{}", spec.request_timeout.as_secs_f64()),
+        "--quiet".into(),
+        "--no-print-metrics".into(),
+    ];
+    for file in &spec.report_files {
+        args.push("--report-file".into());
+        args.push(file.display().to_string());
+    }
+    args.extend(spec.goose_args.iter().cloned());
+    let config = GooseConfiguration::parse_args_default(&args)
+        .map_err(|e| LoadError::Goose(e.to_string()))?;
+
+    let sample = Arc::new(sample);
+    let window_state = state.clone();
+    let (duration, sampler) = (spec.duration, sample.clone());
+    let window = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        let start = (sampler)();
+        let opened = Instant::now();
+        tokio::time::sleep(duration).await;
+        window_state.recorder.close();
+        let end = (sampler)();
+        (start, end, opened.elapsed())
+    });
+
+    let attack = GooseAttack::initialize_with_config(config)
+        .map_err(|e| LoadError::Goose(e.to_string()))?
+        .register_scenario(
+            scenario!("StorefrontWidget")
+                .register_transaction(transaction!(related_items).set_name("related items")),
+        );
+    let outcome = attack.execute().await;
+    *CURRENT.write().unwrap() = None;
+    if goose::is_killswitch_triggered() {
+        window.abort();
+        return Err(LoadError::Interrupted);
+    }
+    outcome.map_err(|e| LoadError::Goose(e.to_string()))?;
+    let (start, end, measured) = window
+        .await
+        .map_err(|e| LoadError::Goose(format!("measurement window: {e}")))?;
+
+    let secs = measured.as_secs_f64();
+    let ok = *state.ok.lock().unwrap();
+    let not_found = *state.not_found.lock().unwrap();
+    let errors = state.errors.lock().unwrap().clone();
+    let failed: u64 = errors.values().sum();
+    let total = ok + not_found + failed;
+    let result = LoadResult {
+        users: spec.users,
+        measured_secs: (secs * 1000.0).round() / 1000.0,
+        ok,
+        expected_not_found: not_found,
+        errors,
+        requests_per_sec: (total as f64 / secs * 10.0).round() / 10.0,
+        error_rate: if total == 0 {
+            0.0
+        } else {
+            failed as f64 / total as f64
+        },
+        latency: state.recorder.raw(),
+        latency_corrected: state.recorder.corrected(),
+        coordinated_omission: format!(
+            "closed model, {} users, no think time; corrected percentiles back-fill stalls \
+             with each user's mean latency as the expected interval (HdrHistogram record_correct)",
+            spec.users
+        ),
+    };
+    Ok((result, start, end))
+}

@@ -1,0 +1,271 @@
+//! One stage's serving topology: API instances (as child processes of this binary, each with an
+//! optional CPU/memory budget), nginx in front of them or not, and CPU readings of every
+//! component so that the stage can name its bottleneck.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use stack::cgroup::{process_tree_cpu, Budget, ControlGroup};
+use stack::nginx::{Nginx, NginxSettings};
+use stack::process::{free_port, stop_pid};
+
+/// How API instances are started.
+#[derive(Debug, Clone)]
+pub struct ApiLaunch {
+    /// The program that serves the API: this binary with `serve-api`.
+    pub program: PathBuf,
+    pub replica_urls: Vec<String>,
+    pub cache_capacity: u64,
+    pub pool_size: u32,
+    pub extra_args: Vec<String>,
+}
+
+/// One API instance process.
+pub struct ApiInstance {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ApiInstance {
+    /// Start an instance and wait until `/readyz` answers 200.
+    pub async fn start(launch: &ApiLaunch, log: &Path) -> anyhow::Result<ApiInstance> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log_file = std::fs::File::create(log)?;
+        let mut cmd = Command::new(&launch.program);
+        cmd.arg("serve-api")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--pool-size")
+            .arg(launch.pool_size.to_string())
+            .arg("--cache-capacity")
+            .arg(launch.cache_capacity.to_string());
+        for url in &launch.replica_urls {
+            cmd.arg("--replica").arg(url);
+        }
+        cmd.args(&launch.extra_args)
+            .env_remove("API_REPLICAS")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = cmd.spawn()?;
+        let mut instance = ApiInstance { addr, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            let ready = client
+                .get(format!("http://{addr}/readyz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(instance);
+            }
+            if let Ok(Some(status)) = instance.child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                anyhow::bail!("API instance exited ({status}): {}", text.trim());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "API instance on {addr} not ready after 30s (log: {})",
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM (graceful), SIGKILL if it lingers.
+    pub fn stop(&mut self) {
+        stop_pid(self.pid(), Signal::SIGTERM, Duration::from_secs(10));
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ApiInstance {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether a component runs under an enforced budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetState {
+    pub budget: Budget,
+    /// `None` when enforced; otherwise why not ("unbudgeted").
+    pub unbudgeted_reason: Option<String>,
+}
+
+impl BudgetState {
+    pub fn enforced(&self) -> bool {
+        self.unbudgeted_reason.is_none()
+    }
+}
+
+/// A process tree in an optional control group.
+pub struct Budgeted {
+    pub group: Option<ControlGroup>,
+    pub state: BudgetState,
+}
+
+impl Budgeted {
+    /// Put `pid`'s tree under `budget`; where that is impossible, record why and go on.
+    pub fn apply(name: &str, pid: i32, budget: Budget) -> Budgeted {
+        if budget.cpus.is_none() && budget.memory_mb.is_none() {
+            return Budgeted {
+                group: None,
+                state: BudgetState {
+                    budget,
+                    unbudgeted_reason: None,
+                },
+            };
+        }
+        let result = ControlGroup::create(name, &budget).and_then(|g| g.add_tree(pid).map(|_| g));
+        match result {
+            Ok(group) => Budgeted {
+                group: Some(group),
+                state: BudgetState {
+                    budget,
+                    unbudgeted_reason: None,
+                },
+            },
+            Err(reason) => Budgeted {
+                group: None,
+                state: BudgetState {
+                    budget,
+                    unbudgeted_reason: Some(reason),
+                },
+            },
+        }
+    }
+
+    /// Change the budget of an existing group (or try to create one).
+    pub fn change(&mut self, name: &str, pid: i32, budget: Budget) {
+        match &self.group {
+            Some(group) => {
+                if let Err(reason) = group.set_budget(&budget) {
+                    self.state.unbudgeted_reason = Some(reason);
+                }
+                self.state.budget = budget;
+            }
+            None => *self = Budgeted::apply(name, pid, budget),
+        }
+    }
+}
+
+/// The API tier of a stage: instances, their budgets, and nginx if any.
+pub struct ApiTier {
+    pub instances: Vec<ApiInstance>,
+    pub budgets: Vec<Budgeted>,
+    pub nginx: Option<Nginx>,
+    pub nginx_settings: Option<NginxSettings>,
+}
+
+impl ApiTier {
+    pub async fn start(
+        launch: &ApiLaunch,
+        count: usize,
+        budget: Budget,
+        nginx: Option<NginxSettings>,
+        dir: &Path,
+    ) -> anyhow::Result<ApiTier> {
+        std::fs::create_dir_all(dir)?;
+        let mut instances = Vec::new();
+        let mut budgets = Vec::new();
+        for i in 0..count {
+            let instance = ApiInstance::start(launch, &dir.join(format!("api-{i}.log"))).await?;
+            budgets.push(Budgeted::apply(&format!("api{i}"), instance.pid(), budget));
+            instances.push(instance);
+        }
+        let proxy = match &nginx {
+            Some(settings) => {
+                let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
+                Some(Nginx::start(settings, &dir.join("nginx"), &addrs, None)?)
+            }
+            None => None,
+        };
+        Ok(ApiTier {
+            instances,
+            budgets,
+            nginx: proxy,
+            nginx_settings: nginx,
+        })
+    }
+
+    /// Where clients send requests.
+    pub fn entry_url(&self) -> String {
+        match &self.nginx {
+            Some(n) => n.url(),
+            None => format!("http://{}", self.instances[0].addr),
+        }
+    }
+
+    pub fn api_cpu(&self) -> Duration {
+        self.instances
+            .iter()
+            .map(|i| process_tree_cpu(i.pid()))
+            .sum()
+    }
+
+    pub fn nginx_cpu(&self) -> Duration {
+        self.nginx
+            .as_ref()
+            .map(|n| process_tree_cpu(n.pid()))
+            .unwrap_or_default()
+    }
+}
+
+/// CPU time of this process alone (the load generator), without its child processes.
+pub fn own_cpu() -> Duration {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = text.rfind(')').map(|i| &text[i + 2..]).unwrap_or("");
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // After the state letter: ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    let (utime, stime) = (
+        fields.get(10).copied().unwrap_or(0),
+        fields.get(11).copied().unwrap_or(0),
+    );
+    Duration::from_secs_f64((utime + stime) as f64 / ticks)
+}
+
+/// Busy CPU time of the whole machine so far (all cores), from /proc/stat.
+pub fn machine_busy_cpu() -> Duration {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, x)| x)
+        .sum();
+    Duration::from_secs_f64(busy as f64 / ticks)
+}

@@ -1,0 +1,16 @@
+//! Integration tests of the load generator: a tiny journey end to end, and nginx in front of
+//! three API instances while one of them is stopped.
+
+mod journey;
+mod nginx_failover;
+
+/// A fresh directory that the postgres system user can reach (tests run as root in CI).
+pub fn test_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("loadgen-test-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
