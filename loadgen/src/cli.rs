@@ -32,7 +32,7 @@ pub enum Command {
     /// Short fixed workload, normalised by pgbench, compared with the committed baseline.
     Baseline(BaselineArgs),
     /// Bring up a primary with replicas, seed it, and leave it running (`loadgen down` stops it).
-    Up(UpArgs),
+    Up(SeededUpArgs),
     /// Show the topology `up` started.
     Status(DirArg),
     /// Stop and remove the topology `up` started.
@@ -144,7 +144,7 @@ pub struct BaselineArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub struct SeededUpArgs {
     #[command(flatten)]
     pub stack: stack::cli::UpArgs,
     #[arg(long, env = "STACK_DIR", default_value = ".stack/dev")]

@@ -267,7 +267,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
         let label_y = top + plot_h + 16.0;
         let _ = writeln!(
             svg,
-            r#"<text x="{:.1}" y="{label_y}" text-anchor="middle" font-weight="bold">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">bottleneck: {}</text>"#,
+            r#"<text x="{:.1}" y="{label_y}" text-anchor="middle" font-weight="bold">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">bottleneck: {}{}</text>"#,
             x + slot / 2.0,
             s.number,
             x + slot / 2.0,
@@ -275,7 +275,12 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             xml(&truncate(&s.name, 22)),
             x + slot / 2.0,
             label_y + 28.0,
-            xml(&s.bottleneck)
+            xml(&s.bottleneck),
+            if s.topology.as_ref().is_some_and(|t| !t.budgeted) {
+                " (unbudgeted)"
+            } else {
+                ""
+            }
         );
         let p99 = l.latency.p99_us as f64 / 1000.0;
         points.push((x + slot / 2.0, top + plot_h - plot_h * p99 / max_p99));

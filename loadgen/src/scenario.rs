@@ -21,6 +21,21 @@ use crate::latency::{LatencyRecorder, Percentiles};
 /// The name every request is reported under, so metrics aggregate by route, not by id.
 pub const ROUTE_NAME: &str = "GET /products/{id}/related";
 
+/// goose options that loadgen sets from its own flags (its measured window depends on them).
+const OWN_GOOSE_FLAGS: &[&str] = &[
+    "--host",
+    "-H",
+    "--users",
+    "-u",
+    "--increase-rate",
+    "-r",
+    "--increase-time",
+    "-s",
+    "--run-time",
+    "-t",
+    "--timeout",
+];
+
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -274,6 +289,14 @@ where
     for file in &spec.report_files {
         args.push("--report-file".into());
         args.push(file.display().to_string());
+    }
+    if let Some(taken) = spec.goose_args.iter().find(|a| {
+        let flag = a.split('=').next().unwrap_or(a);
+        OWN_GOOSE_FLAGS.contains(&flag)
+    }) {
+        return Err(LoadError::Goose(format!(
+            "{taken} is set by loadgen itself: use loadgen's --host, --users, --duration-secs and --warmup-secs instead"
+        )));
     }
     args.extend(spec.goose_args.iter().cloned());
     let config = GooseConfiguration::parse_args_default(&args)
