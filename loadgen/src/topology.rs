@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+pub use stack::cgroup::machine_busy_cpu;
 use stack::cgroup::{process_tree_cpu, Budget, ControlGroup};
 use stack::nginx::{Nginx, NginxSettings};
 use stack::process::{free_port, stop_pid};
@@ -227,45 +228,5 @@ impl ApiTier {
 
 /// CPU time of this process alone (the load generator), without its child processes.
 pub fn own_cpu() -> Duration {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = text.rfind(')').map(|i| &text[i + 2..]).unwrap_or("");
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // After the state letter: ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-    let (utime, stime) = (
-        fields.get(10).copied().unwrap_or(0),
-        fields.get(11).copied().unwrap_or(0),
-    );
-    Duration::from_secs_f64((utime + stime) as f64 / ticks)
-}
-
-/// Busy CPU time of the whole machine so far (all cores), from /proc/stat.
-pub fn machine_busy_cpu() -> Duration {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return Duration::ZERO;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-    let busy: u64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
-        .map(|(_, x)| x)
-        .sum();
-    Duration::from_secs_f64(busy as f64 / ticks)
+    stack::cgroup::process_cpu(std::process::id() as i32)
 }

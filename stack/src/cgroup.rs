@@ -270,10 +270,6 @@ fn read_stat(pid: i32) -> Option<ProcStat> {
 /// CPU time used so far by a process, its live descendants, and the descendants that already
 /// exited and were waited for. Differences of two readings give the CPU a component used.
 pub fn process_tree_cpu(pid: i32) -> Duration {
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     let mut ticks = 0u64;
     if let Some(root) = read_stat(pid) {
         ticks += root.own_ticks + root.children_ticks;
@@ -283,5 +279,36 @@ pub fn process_tree_cpu(pid: i32) -> Duration {
             ticks += stat.own_ticks + stat.children_ticks;
         }
     }
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+    ticks_to_duration(ticks)
+}
+
+/// CPU time used so far by one process alone (all its threads, none of its children).
+pub fn process_cpu(pid: i32) -> Duration {
+    ticks_to_duration(read_stat(pid).map(|s| s.own_ticks).unwrap_or(0))
+}
+
+/// Busy CPU time of the whole machine so far (all cores), from /proc/stat.
+pub fn machine_busy_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter_map(|(_, f)| f.parse::<u64>().ok())
+        .sum();
+    ticks_to_duration(busy)
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Duration::from_secs_f64(ticks as f64 / per_sec)
 }

@@ -145,3 +145,16 @@ pub fn cores() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+/// A fresh temporary directory that the server user can reach (when we are root the servers run
+/// as `postgres`, and a new temp dir is 0700). Tests and throwaway topologies use it.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(io_err("create a temporary directory"))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod temporary directory"))?;
+    Ok(dir)
+}
