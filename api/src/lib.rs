@@ -1,1 +1,26 @@
-//! placeholder
+//! The related-items read API: hyper over a set of PostgreSQL read replicas.
+//!
+//! `GET /products/{id}/related?limit=N` answers one storefront carousel with one prepared query
+//! on one replica; `GET /api/data/{id}` keeps the original service's bare-array contract.
+//! Replicas are chosen per request by least in-flight among two random choices, failing ones
+//! are banned and the request retried elsewhere, and an optional cache coalesces hot keys.
+//!
+//! Modules: [`config`] (flags), [`server`] (accept loop, shutdown, signals), [`http`] (routes
+//! and the HTTP contract), [`replicas`] (pools, routing, health), [`query`] (the SQL),
+//! [`render`] (JSON bodies and ETags), [`cache`], [`metrics`], [`error`].
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod query;
+pub mod render;
+pub mod replicas;
+pub mod server;
+
+pub use config::{Config, PoolCheck};
+pub use error::{ApiError, HttpError};
+pub use query::{RelatedItem, RelatedItems, RELATED_SQL};
+pub use replicas::ReplicaSet;
+pub use server::{init_tracing, run, run_with_reload, serve};

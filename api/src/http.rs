@@ -1,0 +1,481 @@
+//! The HTTP layer: routing, parameter validation, the JSON contract, ETag/304, Cache-Control,
+//! CORS, the concurrency bound, the per-request deadline, request ids and per-request metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+
+use crate::cache::{CacheKey, CachedResponse, ResponseCache, Shape};
+use crate::config::Config;
+use crate::error::HttpError;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::query::Lookup;
+use crate::render;
+use crate::replicas::ReplicaSet;
+
+pub type Body = Full<Bytes>;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
+const DEFAULT_LIMIT: u16 = 16;
+const MAX_LIMIT: u16 = 100;
+/// Longer paths cannot be a valid route; answer 414 before looking at them.
+const MAX_PATH_BYTES: usize = 2048;
+
+/// Shared state of the server: one per process, behind an `Arc` in every connection task.
+pub struct App {
+    pub replicas: Arc<ReplicaSet>,
+    pub metrics: Arc<Metrics>,
+    cache: Option<ResponseCache>,
+    limiter: Arc<Semaphore>,
+    request_timeout: std::time::Duration,
+    cache_control: HeaderValue,
+    cors: Cors,
+    log_requests: bool,
+    request_id_prefix: u32,
+    request_seq: AtomicU64,
+}
+
+/// Which origins may read responses from a browser.
+enum Cors {
+    Any,
+    List(Vec<String>),
+}
+
+impl Cors {
+    fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+        match self {
+            Cors::Any => Some(HeaderValue::from_static("*")),
+            Cors::List(list) => {
+                let origin_text = origin.to_str().ok()?;
+                list.iter()
+                    .any(|o| o == origin_text)
+                    .then(|| origin.clone())
+            }
+        }
+    }
+}
+
+impl App {
+    pub fn new(config: &Config, replicas: Arc<ReplicaSet>, metrics: Arc<Metrics>) -> App {
+        let cache = (config.cache_capacity > 0).then(|| {
+            ResponseCache::new(
+                config.cache_capacity,
+                std::time::Duration::from_secs(config.cache_ttl_secs.max(1)),
+                metrics.clone(),
+            )
+        });
+        let origins: Vec<String> = config
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let cors = if origins.iter().any(|o| o == "*") {
+            Cors::Any
+        } else {
+            Cors::List(origins)
+        };
+        App {
+            replicas,
+            metrics,
+            cache,
+            limiter: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            request_timeout: config.request_timeout(),
+            cache_control: HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                config.max_age_secs
+            ))
+            .expect("digits are a valid header"),
+            cors,
+            log_requests: config.log_requests,
+            request_id_prefix: rand::random(),
+            request_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Serves one request. Never fails: every outcome is a response.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = self.request_id(req.headers());
+        let (route, mut response) = self.route(&req).await;
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            if let Some(allowed) = self.cors.allow(origin) {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("ETag, X-Request-Id"),
+                );
+            }
+        }
+        if matches!(self.cors, Cors::List(_)) {
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        let status = response.status();
+        let elapsed = started.elapsed();
+        self.metrics.record(route, status.as_u16(), elapsed);
+        if status.is_server_error() {
+            tracing::warn!(
+                request_id = request_id.to_str().unwrap_or(""),
+                method = %req.method(),
+                path = req.uri().path(),
+                status = status.as_u16(),
+                micros = elapsed.as_micros() as u64,
+                "request failed"
+            );
+        } else if self.log_requests {
+            tracing::info!(
+                request_id = request_id.to_str().unwrap_or(""),
+                method = %req.method(),
+                path = req.uri().path(),
+                status = status.as_u16(),
+                micros = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        response
+    }
+
+    /// The caller's `X-Request-Id` if it is short and plain, otherwise a new one.
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get(&X_REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            {
+                return v.clone();
+            }
+        }
+        let seq = self.request_seq.fetch_add(1, Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{seq:x}", self.request_id_prefix))
+            .expect("hex is a valid header")
+    }
+
+    async fn route<B>(&self, req: &Request<B>) -> (RouteLabel, Response<Body>) {
+        let path = req.uri().path();
+        if path.len() > MAX_PATH_BYTES {
+            return (RouteLabel::Other, error_response(&HttpError::UriTooLong));
+        }
+        let method = req.method();
+        let (label, target) = match path {
+            "/healthz" => (RouteLabel::Healthz, Target::Healthz),
+            "/readyz" => (RouteLabel::Readyz, Target::Readyz),
+            "/metrics" => (RouteLabel::Metrics, Target::Metrics),
+            _ => {
+                if let Some(rest) = path.strip_prefix("/products/") {
+                    match rest.split_once('/') {
+                        Some((id, "related")) => {
+                            (RouteLabel::Related, Target::Items(Shape::Related, id))
+                        }
+                        _ => return (RouteLabel::Other, error_response(&HttpError::RouteNotFound)),
+                    }
+                } else if let Some(id) = path.strip_prefix("/api/data/") {
+                    (RouteLabel::Compat, Target::Items(Shape::Compat, id))
+                } else {
+                    return (RouteLabel::Other, error_response(&HttpError::RouteNotFound));
+                }
+            }
+        };
+        if method == Method::OPTIONS {
+            return (label, self.options(req));
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let e = HttpError::MethodNotAllowed { allow: ALLOW_READ };
+            let mut r = error_response(&e);
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOW_READ));
+            return (label, r);
+        }
+        let response = match target {
+            Target::Healthz => {
+                text_response(StatusCode::OK, "application/json", "{\"status\":\"ok\"}")
+            }
+            Target::Readyz => {
+                if self.replicas.any_usable() {
+                    text_response(StatusCode::OK, "application/json", "{\"status\":\"ready\"}")
+                } else {
+                    error_response(&HttpError::NoReplica)
+                }
+            }
+            Target::Metrics => {
+                let mut out = String::with_capacity(8192);
+                self.metrics.render(&mut out);
+                self.replicas.render_metrics(&mut out);
+                if let Some(cache) = &self.cache {
+                    out.push_str("# HELP api_cache_entries Responses held in the cache.\n# TYPE api_cache_entries gauge\n");
+                    out.push_str(&format!("api_cache_entries {}\n", cache.entries()));
+                }
+                text_response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    out,
+                )
+            }
+            Target::Items(shape, id) => match self.items(req, shape, id).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            },
+        };
+        (label, response)
+    }
+
+    /// `OPTIONS`: a CORS preflight gets the allowed methods and headers; a plain OPTIONS gets
+    /// `Allow`.
+    fn options<B>(&self, req: &Request<B>) -> Response<Body> {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ALLOW, HeaderValue::from_static(ALLOW_READ));
+        let preflight = req.headers().get(header::ORIGIN).is_some()
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_READ),
+            );
+            if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+                // Echo a plain list of header names; anything odd is left out.
+                let plain = asked.len() <= 512
+                    && asked
+                        .as_bytes()
+                        .iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_, ".contains(c));
+                if plain {
+                    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+                }
+            }
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+        r
+    }
+
+    async fn items<B>(
+        &self,
+        req: &Request<B>,
+        shape: Shape,
+        id: &str,
+    ) -> Result<Response<Body>, HttpError> {
+        let product_id = parse_id(id)?;
+        let limit = parse_limit(req.uri().query())?;
+        // Bound the work in progress: past it, shed load at once instead of queueing into
+        // the deadline.
+        let Ok(_permit) = self.limiter.clone().try_acquire_owned() else {
+            self.metrics.overloaded.fetch_add(1, Relaxed);
+            return Err(HttpError::Overloaded);
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        let key = CacheKey {
+            shape,
+            product_id,
+            limit,
+        };
+        let load = self.load(key, deadline);
+        let outcome = match &self.cache {
+            Some(cache) => {
+                tokio::time::timeout_at(deadline.into(), cache.get_or_load(key, load)).await
+            }
+            None => {
+                tokio::time::timeout_at(deadline.into(), async { load.await.map(Arc::new) }).await
+            }
+        };
+        let cached = match outcome {
+            Ok(result) => result?,
+            Err(_) => {
+                self.metrics.deadline_exceeded.fetch_add(1, Relaxed);
+                return Err(HttpError::DeadlineExceeded);
+            }
+        };
+        let rendered = match &*cached {
+            Ok(rendered) => rendered,
+            Err(e) => return Err(e.clone()),
+        };
+        let not_modified = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|inm| render::if_none_match(inm, &rendered.etag));
+        let mut r = if not_modified {
+            let mut r = Response::new(Body::default());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let mut r = Response::new(Full::new(rendered.body.clone()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        let h = r.headers_mut();
+        h.insert(header::ETAG, rendered.etag.clone());
+        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+        Ok(r)
+    }
+
+    /// The query and its rendering: what the cache stores.
+    async fn load(&self, key: CacheKey, deadline: Instant) -> Result<CachedResponse, HttpError> {
+        let lookup = self
+            .replicas
+            .fetch(key.product_id, i64::from(key.limit), deadline)
+            .await?;
+        Ok(match (key.shape, lookup) {
+            (Shape::Related, Lookup::Found(found)) => {
+                Ok(render::related(found.product_id, &found.items))
+            }
+            (Shape::Related, Lookup::UnknownProduct(_)) => Err(HttpError::ProductNotFound),
+            (Shape::Compat, Lookup::Found(found)) => Ok(render::compat(&found.items)),
+            // The original service answered an unknown id with `[]`; existing widgets expect it.
+            (Shape::Compat, Lookup::UnknownProduct(_)) => Ok(render::compat(&[])),
+        })
+    }
+}
+
+enum Target<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    Items(Shape, &'a str),
+}
+
+/// A positive 32-bit integer written as plain decimal digits: no sign, no spaces, no
+/// decimals, no encodings.
+pub fn parse_id(text: &str) -> Result<i32, HttpError> {
+    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HttpError::InvalidId);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 && n <= i32::MAX as u64 => Ok(n as i32),
+        _ => Err(HttpError::InvalidId),
+    }
+}
+
+/// `limit` from the query string: 1 to 100, default 16; given twice is an error (which one
+/// would the client mean?). Other parameters are ignored.
+pub fn parse_limit(query: Option<&str>) -> Result<u16, HttpError> {
+    let Some(query) = query else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    let mut limit = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "limit" {
+            continue;
+        }
+        if limit.is_some() {
+            return Err(HttpError::InvalidLimit);
+        }
+        if value.is_empty() || value.len() > 3 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HttpError::InvalidLimit);
+        }
+        match value.parse::<u16>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = Some(n),
+            _ => return Err(HttpError::InvalidLimit),
+        }
+    }
+    Ok(limit.unwrap_or(DEFAULT_LIMIT))
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `{"error", "code"}` with the error's status, `Retry-After` on 503s, and no caching.
+pub fn error_response(e: &HttpError) -> Response<Body> {
+    let mut r = text_response(e.status(), "application/json", e.body());
+    if let Some(secs) = e.retry_after() {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert_eq!(parse_id("42"), Ok(42));
+        assert_eq!(parse_id("2147483647"), Ok(i32::MAX));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "2147483648",
+            "99999999999",
+            "1e3",
+            "abc",
+            " 1",
+            "%31",
+        ] {
+            assert_eq!(parse_id(bad), Err(HttpError::InvalidId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit(None), Ok(16));
+        assert_eq!(parse_limit(Some("limit=5")), Ok(5));
+        assert_eq!(parse_limit(Some("x=1&limit=100")), Ok(100));
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=",
+            "limit",
+            "limit=-1",
+            "limit=1&limit=2",
+            "limit=1e2",
+            "limit=99999999999",
+        ] {
+            assert_eq!(
+                parse_limit(Some(bad)),
+                Err(HttpError::InvalidLimit),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn etag_matching() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        assert!(render::if_none_match(
+            &HeaderValue::from_static("\"abc\""),
+            &etag
+        ));
+        assert!(render::if_none_match(
+            &HeaderValue::from_static("\"x\", W/\"abc\""),
+            &etag
+        ));
+        assert!(render::if_none_match(&HeaderValue::from_static("*"), &etag));
+        assert!(!render::if_none_match(
+            &HeaderValue::from_static("\"abd\""),
+            &etag
+        ));
+    }
+}

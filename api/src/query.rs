@@ -1,0 +1,216 @@
+//! The one query the API runs, and the bb8 connection manager that prepares it once per
+//! connection.
+//!
+//! The SQL reads the product row and LEFT JOINs LATERAL its related rows, so one round trip
+//! tells an unknown product (no row at all: 404) from a product without relations (one row with
+//! NULL item columns: 200 with empty items). The id and limit are bind parameters of a prepared
+//! statement: no SQL is ever built from request text.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::PoolCheck;
+
+/// The API's SQL. The outer `ORDER BY` makes the position order a guarantee rather than an
+/// accident of the nested-loop plan; it sorts at most `limit` rows.
+pub const RELATED_SQL: &str = "\
+SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
+FROM products p
+LEFT JOIN LATERAL (
+    SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
+    FROM related_items ri
+    JOIN products q ON q.id = ri.related_id
+    WHERE ri.product_id = p.id
+    ORDER BY ri.position
+    LIMIT $2
+) r ON true
+WHERE p.id = $1
+ORDER BY r.position";
+
+/// The health check: replay lag in milliseconds (0 on a primary or a replica that has replayed
+/// all it received, so an idle primary does not make a replica look late).
+pub const LAG_SQL: &str = "\
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0)
+END::float8";
+
+/// One card of the carousel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelatedItem {
+    pub id: i32,
+    pub name: String,
+    pub category: String,
+    pub price_cents: i32,
+    pub image_url: String,
+    pub rating: f64,
+    pub review_count: i32,
+}
+
+/// A known product's related items, in position order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelatedItems {
+    pub product_id: i32,
+    pub items: Vec<RelatedItem>,
+}
+
+/// Signals a replica's pool raises for the requests waiting on it.
+#[derive(Debug, Default)]
+pub struct ConnectSignals {
+    /// Woken when a connection attempt fails: bb8 only reports connect errors to its error
+    /// sink while waiters sit out the whole pool timeout, so waiters listen here to fail over
+    /// at once.
+    pub failed: Notify,
+    pub failures: AtomicU64,
+    pub created: AtomicU64,
+}
+
+/// A pooled connection with the related-items statement prepared on it.
+pub struct ReplicaConnection {
+    client: Client,
+    related: Statement,
+    /// Set after a timeout or an I/O error, so the pool drops the connection instead of
+    /// handing out one that may still be busy or dead.
+    pub broken: bool,
+}
+
+/// bb8 manager: connects with tokio-postgres and prepares [`RELATED_SQL`] once per connection.
+pub struct PgConnectionManager {
+    config: tokio_postgres::Config,
+    check: PoolCheck,
+    signals: Arc<ConnectSignals>,
+}
+
+impl PgConnectionManager {
+    pub fn new(
+        mut config: tokio_postgres::Config,
+        check: PoolCheck,
+        connect_timeout: Duration,
+        signals: Arc<ConnectSignals>,
+    ) -> Self {
+        config.connect_timeout(connect_timeout);
+        config.application_name("related-api");
+        Self {
+            config,
+            check,
+            signals,
+        }
+    }
+
+    async fn connect_and_prepare(&self) -> Result<ReplicaConnection, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            // Ends when the server or the pool closes the connection; the client then reports
+            // is_closed() and the pool discards it.
+            let _ = connection.await;
+        });
+        let related = client.prepare(RELATED_SQL).await?;
+        Ok(ReplicaConnection {
+            client,
+            related,
+            broken: false,
+        })
+    }
+}
+
+impl bb8::ManageConnection for PgConnectionManager {
+    type Connection = ReplicaConnection;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<ReplicaConnection, tokio_postgres::Error> {
+        match self.connect_and_prepare().await {
+            Ok(conn) => {
+                self.signals.created.fetch_add(1, Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                self.signals.failures.fetch_add(1, Relaxed);
+                self.signals.failed.notify_waiters();
+                Err(e)
+            }
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut ReplicaConnection) -> Result<(), tokio_postgres::Error> {
+        match self.check {
+            // An empty simple query is the cheapest round trip the protocol has.
+            PoolCheck::RoundTrip => conn.client.simple_query("").await.map(|_| ()),
+            PoolCheck::Closed if conn.client.is_closed() => {
+                // Provoke the library's own "connection closed" error value.
+                conn.client.simple_query("").await.map(|_| ())
+            }
+            PoolCheck::Closed => Ok(()),
+        }
+    }
+
+    fn has_broken(&self, conn: &mut ReplicaConnection) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// What the query found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(RelatedItems),
+    UnknownProduct(i32),
+}
+
+/// Runs the prepared statement for one product.
+pub async fn query_related(
+    conn: &ReplicaConnection,
+    product_id: i32,
+    limit: i64,
+) -> Result<Lookup, tokio_postgres::Error> {
+    let rows = conn
+        .client
+        .query(&conn.related, &[&product_id, &limit])
+        .await?;
+    if rows.is_empty() {
+        return Ok(Lookup::UnknownProduct(product_id));
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // A product without relations comes back as one row whose item columns are NULL.
+        let Some(id) = row.try_get::<_, Option<i32>>(1)? else {
+            continue;
+        };
+        items.push(RelatedItem {
+            id,
+            name: row.try_get(2)?,
+            category: row.try_get(3)?,
+            price_cents: row.try_get(4)?,
+            image_url: row.try_get(5)?,
+            rating: row.try_get(6)?,
+            review_count: row.try_get(7)?,
+        });
+    }
+    Ok(Lookup::Found(RelatedItems { product_id, items }))
+}
+
+/// Whether an error means the replica (or the connection to it) failed, rather than the query:
+/// such errors ban the replica and the request is retried elsewhere.
+pub fn is_replica_failure(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // 08: connection exception, 57: operator intervention (shutdown, cancel, statement
+        // timeout), 53: insufficient resources, 58: system error, 40001: recovery conflict.
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08")
+                || c.starts_with("57")
+                || c.starts_with("53")
+                || c.starts_with("58")
+                || c == "40001"
+        }
+        // No SQLSTATE: an I/O or protocol error.
+        None => true,
+    }
+}

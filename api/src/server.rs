@@ -1,0 +1,187 @@
+//! Accepting connections and shutting down: hyper-util's auto builder (HTTP/1.1 keep-alive and
+//! h2c), TCP_NODELAY, the header-read timeout and head-size limits, graceful shutdown, and the
+//! SIGTERM/SIGINT/SIGHUP wiring of [`serve`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::http::App;
+use crate::metrics::Metrics;
+use crate::replicas::ReplicaSet;
+
+/// Serves on `listener` until `shutdown` completes, then finishes in-flight requests (within
+/// `--shutdown-grace-ms`) and returns. The replica list is fixed (see [`run_with_reload`]).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    run_with_reload(listener, config, shutdown, Arc::new(Notify::new())).await
+}
+
+/// [`run`], re-reading the replica list (flags plus `--replica-file`) whenever `reload` is
+/// notified.
+pub async fn run_with_reload(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Arc<Notify>,
+) -> Result<(), ApiError> {
+    let metrics = Arc::new(Metrics::default());
+    let replicas = ReplicaSet::new(&config, metrics.clone())?;
+    let app = Arc::new(App::new(&config, replicas.clone(), metrics.clone()));
+
+    let reloader = {
+        let replicas = replicas.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                reload.notified().await;
+                match replicas.reload() {
+                    Ok(n) => {
+                        metrics
+                            .reloads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(replicas = n, "replica list reloaded");
+                    }
+                    Err(e) => {
+                        metrics
+                            .reload_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(error = %e, "replica list reload refused; keeping the old list");
+                    }
+                }
+            }
+        })
+    };
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms.max(1)))
+        // hyper refuses buffers under 8 KiB.
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers.max(1));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes.max(8192) as u32)
+        .max_concurrent_streams(256);
+
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        replicas = replicas.snapshot().len(),
+        "listening"
+    );
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    // Stop accepting now; idle keep-alive connections close, busy ones finish their request.
+    drop(listener);
+    reloader.abort();
+    tracing::info!("shutting down; finishing in-flight requests");
+    if tokio::time::timeout(config.shutdown_grace(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period ended with requests still in flight");
+    }
+    Ok(())
+}
+
+/// Sets up logging, binds `--listen`, and serves until SIGTERM or SIGINT; SIGHUP reloads the
+/// replica list.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    init_tracing(config.log_json);
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ApiError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|source| ApiError::Io {
+        context: "install the SIGTERM handler",
+        source,
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|source| ApiError::Io {
+        context: "install the SIGINT handler",
+        source,
+    })?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| ApiError::Io {
+        context: "install the SIGHUP handler",
+        source,
+    })?;
+    let reload = Arc::new(Notify::new());
+    let reload_tx = reload.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload_tx.notify_one();
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    run_with_reload(listener, config, shutdown, reload).await?;
+    Ok(())
+}
+
+/// Human-readable logs by default, JSON lines with `--log-json`; `RUST_LOG` filters (default
+/// `info`). A second call (a process embedding the API twice) keeps the first subscriber.
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,219 @@
+//! The process lifecycle through the real binary: SIGHUP reloads the replica list (a replica
+//! added to the cluster takes traffic, no request fails), SIGTERM lets in-flight requests
+//! finish and exits 0; and the per-request deadline gives 504.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::helpers::*;
+
+/// The `api` binary on a free port; killed if the test fails before it exits.
+struct ApiProcess {
+    child: Child,
+    base: String,
+}
+
+impl ApiProcess {
+    fn start(args: &[&str]) -> ApiProcess {
+        let port = stack::process::free_port().expect("free port");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("API_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--health-interval-ms", "100", "--ban-ms", "200"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the api binary");
+        ApiProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.base);
+        let ready = eventually(Duration::from_secs(20), || async {
+            matches!(client.get(&url).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(ready, "api binary became ready");
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the api");
+    }
+
+    async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "api did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_reload_routes_to_an_added_replica() {
+    let (mut cluster, dir) = fixture_cluster(1).await;
+    let list = dir.path().join("replicas.txt");
+    std::fs::write(&list, cluster.replica_api_urls().join("\n")).unwrap();
+    let mut api = ApiProcess::start(&["--replica-file", list.to_str().unwrap()]);
+    api.wait_ready().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stats, handles) = start_traffic(api.base.clone(), 4, stop.clone());
+    let added = cluster.add_replica().await.expect("add a replica");
+    assert_eq!(
+        query_calls(&cluster, added).await,
+        0,
+        "not routed before the reload"
+    );
+    std::fs::write(
+        &list,
+        format!(
+            "# two replicas now\n{}\n",
+            cluster.replica_api_urls().join("\n")
+        ),
+    )
+    .unwrap();
+    api.signal(Signal::SIGHUP);
+    let routed = eventually(Duration::from_secs(20), || async {
+        query_calls(&cluster, added).await > 20
+    })
+    .await;
+    stop.store(true, Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(routed, "the added replica takes traffic after SIGHUP");
+    assert_eq!(
+        stats.failed.load(Relaxed),
+        0,
+        "{:?}",
+        stats.failures.lock().unwrap()
+    );
+    assert!(stats.ok.load(Relaxed) > 50);
+
+    // A broken list is refused and the old one kept.
+    std::fs::write(&list, "not a url at all ::::\n").unwrap();
+    api.signal(Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = reqwest::get(format!("{}/products/1/related", api.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    api.signal(Signal::SIGTERM);
+    assert!(api.wait_exit(Duration::from_secs(15)).await.success());
+}
+
+/// Replication plays no part here, so the cluster is a primary alone, read through the
+/// read-only role; holding a table lock on it makes requests reliably wait in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let (cluster, _dir) = fixture_cluster(0).await;
+    let url = cluster.api_url(0);
+    let mut api = ApiProcess::start(&[
+        "--replica",
+        &url,
+        "--request-timeout-ms",
+        "30000",
+        "--query-timeout-ms",
+        "30000",
+        "--shutdown-grace-ms",
+        "30000",
+    ]);
+    api.wait_ready().await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{}/products/1/related", api.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let locker = cluster.connect(0).await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE related_items IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+
+    // The deadline: an in-process instance with a short one answers 504 while the lock holds.
+    let mut config = test_config(&cluster);
+    config.request_timeout_ms = 500;
+    let quick = spawn_app(config).await;
+    let r = quick.get("/products/2/related").await;
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "deadline_exceeded");
+    quick.stop().await;
+
+    let in_flight: Vec<_> = (1..=5)
+        .map(|id| {
+            let client = client.clone();
+            let url = format!("{}/products/{id}/related", api.base);
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let metrics_url = format!("{}/metrics", api.base);
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let text = client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, "api_replica_in_flight") >= 5.0
+    })
+    .await;
+    assert!(waiting, "five requests in flight");
+
+    api.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        api.child.try_wait().unwrap().is_none(),
+        "still finishing in-flight requests"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(api.base.trim_start_matches("http://"))
+            .await
+            .is_err(),
+        "no new connections after SIGTERM"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap().expect("in-flight request completes"),
+            200
+        );
+    }
+    let status = api.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,133 @@
+//! Replica routing: balance counted by the servers themselves, and failure handling (one
+//! replica stopped under traffic, restarted, all stopped, all back).
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_is_balanced_across_replicas() {
+    let shared = shared_cluster().await;
+    let app = spawn_app(test_config(&shared.cluster)).await;
+    let before = queries_per_replica(&shared.cluster).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stats, handles) = start_traffic(app.base.clone(), 8, stop.clone());
+    let started = Instant::now();
+    while stats.ok.load(Relaxed) < 3000 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        stats.failed.load(Relaxed),
+        0,
+        "{:?}",
+        stats.failures.lock().unwrap()
+    );
+    let after = queries_per_replica(&shared.cluster).await;
+    let deltas: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: i64 = deltas.iter().sum();
+    assert!(total >= 1000, "too few queries counted: {deltas:?}");
+    let even = total as f64 / deltas.len() as f64;
+    for d in &deltas {
+        let off = (*d as f64 - even).abs() / even;
+        assert!(
+            off <= 0.35,
+            "replica share {d} of {total} is {:.0}% off even ({deltas:?})",
+            off * 100.0
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_failures_are_invisible_and_recoverable() {
+    let (cluster, _dir) = fixture_cluster(2).await;
+    let mut config = test_config(&cluster);
+    config.request_timeout_ms = 5000;
+    let app = spawn_app(config).await;
+    let replicas = cluster.replica_indexes();
+    let (victim, survivor) = (replicas[0], replicas[1]);
+
+    // One replica stops during steady traffic: no client sees an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stats, handles) = start_traffic(app.base.clone(), 6, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        query_calls(&cluster, victim).await > 0,
+        "victim took traffic before"
+    );
+    tokio::task::block_in_place(|| cluster.stop_node(victim));
+    let ok_at_stop = stats.ok.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        stats.ok.load(Relaxed) > ok_at_stop + 50,
+        "traffic kept flowing"
+    );
+    assert_eq!(
+        stats.failed.load(Relaxed),
+        0,
+        "{:?}",
+        stats.failures.lock().unwrap()
+    );
+
+    // It comes back: the health check takes it back and it gets traffic again.
+    tokio::task::block_in_place(|| cluster.start_node(victim)).expect("restart replica");
+    let baseline = query_calls(&cluster, victim).await;
+    let back = eventually(Duration::from_secs(20), || async {
+        query_calls(&cluster, victim).await > baseline + 20
+    })
+    .await;
+    assert!(back, "restarted replica takes traffic again");
+    stop.store(true, Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        stats.failed.load(Relaxed),
+        0,
+        "{:?}",
+        stats.failures.lock().unwrap()
+    );
+    assert!(app.metric("api_replica_bans_total").await >= 1.0);
+
+    // Every replica stops: fast 503s with Retry-After, and /readyz says so.
+    tokio::task::block_in_place(|| {
+        cluster.stop_node(victim);
+        cluster.stop_node(survivor);
+    });
+    for _ in 0..10 {
+        let started = Instant::now();
+        let r = app.get("/products/3/related").await;
+        let elapsed = started.elapsed();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "no_replica");
+        // The request deadline is 5 s; a dead replica set must not make clients wait for it.
+        assert!(elapsed < Duration::from_secs(1), "503 took {elapsed:?}");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.get("/readyz").await.status() == 503
+        })
+        .await
+    );
+
+    // They return: the service recovers by itself.
+    tokio::task::block_in_place(|| {
+        cluster.start_node(victim).expect("restart");
+        cluster.start_node(survivor).expect("restart");
+    });
+    let recovered = eventually(Duration::from_secs(20), || async {
+        app.get("/products/3/related").await.status() == 200
+    })
+    .await;
+    assert!(recovered, "service recovers when replicas return");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.stop().await;
+}
