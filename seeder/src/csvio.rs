@@ -174,6 +174,7 @@ pub async fn import_csv(
         for kind in [FileKind::Products, FileKind::Related] {
             loaded += import_file(&mut client, opts, kind, &ledger, &mut phase).await?;
         }
+        check_related_unique(&client, &opts.related_csv).await?;
         db::mark_finished(&client).await?;
     }
     let load_seconds = phase.finish(loaded);
@@ -187,6 +188,32 @@ pub async fn import_csv(
         started,
     )
     .await
+}
+
+/// The schema has no unique index on (product_id, related_id) (see sql/relation_index.sql), so a
+/// user's file is checked here, once, before the load counts as finished.
+async fn check_related_unique(
+    client: &tokio_postgres::Client,
+    related_csv: &Path,
+) -> Result<(), SeedError> {
+    let duplicate = client
+        .query_opt(
+            "SELECT product_id, related_id FROM related_items GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db("checking related_items for duplicates"))?;
+    match duplicate {
+        None => Ok(()),
+        Some(row) => Err(SeedError::CsvFile {
+            file: related_csv.to_path_buf(),
+            reason: format!(
+                "product {} lists related id {} more than once; fix the file and import it again with --reset",
+                row.get::<_, i32>(0),
+                row.get::<_, i32>(1)
+            ),
+        }),
+    }
 }
 
 fn file_len(path: &Path) -> Result<u64, SeedError> {

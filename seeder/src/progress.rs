@@ -22,13 +22,20 @@ impl Reporter {
     /// Start a phase that will process `total` rows, `done` of which an earlier run already did.
     pub fn phase(&self, name: &'static str, total: u64, done: u64) -> Phase {
         let bar = self.bars.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
-            bar.set_style(
-                ProgressStyle::with_template(
+            // A CSV import does not know its row count up front: a counter instead of a bar.
+            let (length, template) = if total == 0 {
+                (None, "{prefix:>7} {spinner} {human_pos} rows  {per_sec}  {elapsed}")
+            } else {
+                (
+                    Some(total),
                     "{prefix:>7} [{bar:32.cyan/blue}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
                 )
-                .expect("valid template")
-                .progress_chars("=> "),
+            };
+            let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stdout());
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(name);
             bar.set_position(done);

@@ -128,4 +128,32 @@ async fn broken_csv_names_the_record_and_keeps_earlier_chunks() {
         assert_eq!(row.get::<_, Option<i32>>(1), Some(20), "{case}");
         assert_eq!(row.get::<_, i64>(2), 2, "{case}");
     }
+
+    // A related id listed twice for one product is refused before the load counts as done.
+    let dir = c.dir.path().join("duplicate");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("products.csv"),
+        "id,name,category,price_cents,image_url,rating,review_count\n\
+         1,A,Golf,100,a,1.0,1\n2,B,Golf,100,b,1.0,1\n3,C,Golf,100,c,1.0,1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("related_items.csv"),
+        "product_id,position,related_id\n1,0,2\n1,1,3\n1,2,2\n",
+    )
+    .unwrap();
+    let mut opts = ImportOptions::from_dir(&dir);
+    opts.seed = seeder::SeedOptions {
+        reset: true,
+        ..small(1)
+    };
+    let err = import_csv(&url, &opts)
+        .await
+        .expect_err("duplicate refused");
+    assert!(
+        matches!(err, SeedError::CsvFile { .. })
+            && err.to_string().contains("related id 2 more than once"),
+        "{err}"
+    );
 }
