@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How progress is shown for one run.
 #[derive(Debug, Clone, Copy)]
@@ -24,17 +24,20 @@ impl Reporter {
         let bar = self.bars.then(|| {
             // A CSV import does not know its row count up front: a counter instead of a bar.
             let (length, template) = if total == 0 {
-                (None, "{prefix:>7} {spinner} {human_pos} rows  {per_sec}  {elapsed}")
+                (None, "{prefix:>7} {spinner} {human_pos} rows  {rate}  {elapsed}")
             } else {
                 (
                     Some(total),
-                    "{prefix:>7} [{bar:32.cyan/blue}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                    "{prefix:>7} [{bar:32.cyan/blue}] {human_pos}/{human_len} rows  {rate}  ETA {eta}",
                 )
             };
             let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stdout());
             bar.set_style(
                 ProgressStyle::with_template(template)
                     .expect("valid template")
+                    .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{} rows/s", state.per_sec() as u64);
+                    })
                     .progress_chars("=> "),
             );
             bar.set_prefix(name);
