@@ -2,13 +2,12 @@
 //! Cache-Control, CORS preflight, HEAD, 405 with Allow, health and metrics endpoints.
 
 use serde_json::Value;
+use stack::Cluster;
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_contract() {
-    let shared = shared_cluster().await;
-    let mut config = test_config(&shared.cluster);
+pub async fn http_contract(cluster: &Cluster) {
+    let mut config = test_config(cluster);
     config.max_age_secs = 120;
     let app = spawn_app(config).await;
 
@@ -287,10 +286,8 @@ async fn http_contract() {
 }
 
 /// CORS with an allow-list: listed origins are echoed (with Vary), others get no grant.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cors_allow_list() {
-    let shared = shared_cluster().await;
-    let mut config = test_config(&shared.cluster);
+pub async fn cors_allow_list(cluster: &Cluster) {
+    let mut config = test_config(cluster);
     config.allowed_origins = vec!["https://a.example".into(), "https://b.example".into()];
     let app = spawn_app(config).await;
     let r = app

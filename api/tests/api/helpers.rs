@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stack::{Cluster, ClusterSpec, PgSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::oneshot;
 
 const SCHEMA: &str = include_str!("../../../seeder/sql/schema.sql");
 const INDEXES: &str = include_str!("../../../seeder/sql/indexes.sql");
@@ -117,25 +117,6 @@ pub async fn fixture_cluster(replicas: usize) -> (Cluster, tempfile::TempDir) {
         .await
         .expect("replicas catch up");
     (cluster, dir)
-}
-
-/// One cluster shared by the tests that never stop a node; it lives while any test holds it.
-pub struct Shared {
-    pub cluster: Cluster,
-    _dir: tempfile::TempDir,
-}
-
-static SHARED: Mutex<Weak<Shared>> = Mutex::const_new(Weak::new());
-
-pub async fn shared_cluster() -> Arc<Shared> {
-    let mut slot = SHARED.lock().await;
-    if let Some(shared) = slot.upgrade() {
-        return shared;
-    }
-    let (cluster, dir) = fixture_cluster(2).await;
-    let shared = Arc::new(Shared { cluster, _dir: dir });
-    *slot = Arc::downgrade(&shared);
-    shared
 }
 
 /// The API running in this test's runtime.

@@ -1,6 +1,8 @@
 //! A table of malformed and hostile requests sent as raw bytes: none may get a 5xx, each gets
 //! the status it deserves where one is certain, and the server keeps serving afterwards.
 
+use stack::Cluster;
+
 use crate::helpers::*;
 
 /// A request with `Connection: close`, so the read ends when the server answers.
@@ -13,10 +15,8 @@ fn get(target: &str) -> Vec<u8> {
     req("GET", target, "")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_never_get_a_5xx() {
-    let shared = shared_cluster().await;
-    let app = spawn_app(test_config(&shared.cluster)).await;
+pub async fn malformed_requests_never_get_a_5xx(cluster: &Cluster) {
+    let app = spawn_app(test_config(cluster)).await;
 
     let long_path = format!("/products/{}/related", "9".repeat(3000));
     let huge_path = format!("/{}", "a".repeat(20_000));
@@ -126,5 +126,32 @@ async fn malformed_requests_never_get_a_5xx() {
         .await
         .unwrap();
     assert!(text.contains("invalid_id") && !text.to_lowercase().contains("select"));
+    app.stop().await;
+}
+
+/// A client that trickles its headers (slowloris) is disconnected after the header-read
+/// timeout instead of holding a connection forever.
+pub async fn slow_headers_are_cut_off(cluster: &Cluster) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config(cluster);
+    config.header_read_timeout_ms = 300;
+    let app = spawn_app(config).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(closed.is_ok(), "connection closed by the server");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains(" 200 "),
+        "an incomplete request is not served"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
 }

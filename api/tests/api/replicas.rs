@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stack::Cluster;
+
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_is_balanced_across_replicas() {
-    let shared = shared_cluster().await;
-    let app = spawn_app(test_config(&shared.cluster)).await;
-    let before = queries_per_replica(&shared.cluster).await;
+pub async fn load_is_balanced_across_replicas(cluster: &Cluster) {
+    let app = spawn_app(test_config(cluster)).await;
+    let before = queries_per_replica(cluster).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (stats, handles) = start_traffic(app.base.clone(), 8, stop.clone());
     let started = Instant::now();
@@ -28,7 +28,7 @@ async fn load_is_balanced_across_replicas() {
         "{:?}",
         stats.failures.lock().unwrap()
     );
-    let after = queries_per_replica(&shared.cluster).await;
+    let after = queries_per_replica(cluster).await;
     let deltas: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let total: i64 = deltas.iter().sum();
     assert!(total >= 1000, "too few queries counted: {deltas:?}");
