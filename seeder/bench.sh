@@ -5,7 +5,8 @@
 #   seeder/bench.sh                      # 1M products x 16 = 17M rows vs pgbench -i -s 170
 #   PRODUCTS=10000000 seeder/bench.sh    # the full 170M rows vs pgbench -i -s 1700 (~30 GB disk)
 #
-# Environment: PRODUCTS, PER_PRODUCT, WORKERS (seeder load connections), BENCH_DIR, and
+# Environment: PRODUCTS, PER_PRODUCT, WORKERS (seeder load connections), ROUNDS (default 2,
+# alternating which runs first), SKIP_BUILD=1, BENCH_DIR, and
 # INDEX_VARIANTS=1 to also compare relation index layouts (build time and the API's join query).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ SCALE=$(((ROWS + 50000) / 100000))
 DIR=${BENCH_DIR:-$(mktemp -d /tmp/seeder-bench.XXXXXX)}
 chmod 755 "$DIR"
 
-cargo build --release -p seeder -p stack
+if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release -p seeder -p stack; fi
 STACK="target/release/stack --dir $DIR/stack"
 SEEDER=target/release/seeder
 
@@ -33,21 +34,34 @@ echo "$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB RAM, $(uname -sr)
 psql -At "$URL" -c "SELECT version()"
 echo "seeder: $PRODUCTS products x $PER_PRODUCT = $ROWS rows; pgbench -i -s $SCALE = $((SCALE * 100000)) rows"
 
-echo "== seeder"
 WORKERS_ARG=()
 if [ -n "${WORKERS:-}" ]; then WORKERS_ARG=(--workers "$WORKERS"); fi
-/usr/bin/time -f "seeder process: %e s wall, %U s user, %S s sys" \
-    $SEEDER --database-url "$URL" --quiet --reset \
-    --products "$PRODUCTS" --per-product "$PER_PRODUCT" "${WORKERS_ARG[@]}"
-psql -At "$URL" -c "SELECT 'sizes: tables ' || pg_size_pretty(pg_table_size('products') + pg_table_size('related_items'))
-    || ', indexes ' || pg_size_pretty(pg_indexes_size('products') + pg_indexes_size('related_items'))"
-psql -q "$URL" -c "CHECKPOINT"
 
-echo "== pgbench -i -s $SCALE"
-/usr/bin/time -f "pgbench process: %e s wall, %U s user, %S s sys" \
-    pgbench -i -s "$SCALE" "$PGBENCH_URL" 2>&1 | grep -v "of .* tuples (" 
-psql -At "$PGBENCH_URL" -c "SELECT 'sizes: tables ' || pg_size_pretty(pg_table_size('pgbench_accounts'))
-    || ', indexes ' || pg_size_pretty(pg_indexes_size('pgbench_accounts'))"
+run_seeder() {
+    echo "== seeder --products $PRODUCTS --per-product $PER_PRODUCT ${WORKERS_ARG[*]}"
+    /usr/bin/time -f "seeder process: %e s wall, %U s user, %S s sys" \
+        $SEEDER --database-url "$URL" --quiet --reset \
+        --products "$PRODUCTS" --per-product "$PER_PRODUCT" "${WORKERS_ARG[@]}"
+    psql -At "$URL" -c "SELECT 'sizes: tables ' || pg_size_pretty(pg_table_size('products') + pg_table_size('related_items'))
+        || ', indexes ' || pg_size_pretty(pg_indexes_size('products') + pg_indexes_size('related_items'))"
+    psql -q "$URL" -c "CHECKPOINT"
+}
+
+run_pgbench() {
+    echo "== pgbench -i -s $SCALE"
+    /usr/bin/time -f "pgbench process: %e s wall, %U s user, %S s sys" \
+        pgbench -i -s "$SCALE" "$PGBENCH_URL" 2>&1 | grep -v -e "of .* tuples (" -e NOTICE
+    psql -At "$PGBENCH_URL" -c "SELECT 'sizes: tables ' || pg_size_pretty(pg_table_size('pgbench_accounts'))
+        || ', indexes ' || pg_size_pretty(pg_indexes_size('pgbench_accounts'))"
+    psql -q "$URL" -c "CHECKPOINT"
+}
+
+# The machine is shared and noisy: alternate the order (seeder first, then pgbench first) so
+# that drift in background load does not favour one side.
+for round in $(seq 1 "${ROUNDS:-2}"); do
+    echo "== round $round, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ $((round % 2)) = 1 ]; then run_seeder; run_pgbench; else run_pgbench; run_seeder; fi
+done
 
 if [ "${INDEX_VARIANTS:-0}" = 1 ]; then
     echo "== relation index variants (build time; the API's query via pgbench, 8 clients, prepared)"
