@@ -9,9 +9,9 @@
 //!                     1,0,734
 //! ```
 //!
-//! `id`, `price_cents`, `review_count`, `product_id`, `related_id` are integers (the last three
+//! `id`, `price_cents`, `review_count`, `product_id`, `related_id` are integers (all but `id`
 //! non-negative), `position` a small non-negative integer, `rating` a number from 0.0 to 5.0 with
-//! at most one decimal. [`export_csv`] writes exactly this format from a database, ordered by id
+//! at most one decimal; `related_id` differs from `product_id` and appears once per product. [`export_csv`] writes exactly this format from a database, ordered by id
 //! (and position), and [`import_csv`] reads it back; exporting an imported set gives the same files.
 //!
 //! The import is chunked and resumable like the generated load: each chunk of `chunk_rows`
