@@ -214,3 +214,23 @@ pub fn is_replica_failure(e: &tokio_postgres::Error) -> bool {
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The benchmark's pgbench script must run exactly the API's SQL.
+    #[test]
+    fn bench_script_runs_the_api_sql() {
+        let script = include_str!("../bench/related.sql");
+        let sql: String = script
+            .lines()
+            .filter(|l| !l.starts_with('\\'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let sql = sql
+            .trim()
+            .trim_end_matches(';')
+            .replace(":lim", "$2")
+            .replace(":id", "$1");
+        assert_eq!(sql, super::RELATED_SQL);
+    }
+}

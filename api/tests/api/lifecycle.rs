@@ -173,6 +173,24 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     assert_eq!(body["code"], "deadline_exceeded");
     quick.stop().await;
 
+    // The concurrency bound: with room for one request, a second one is shed at once (503
+    // with Retry-After) while the first waits on the lock.
+    let mut config = test_config(&cluster);
+    config.max_concurrent_requests = 1;
+    let bounded = spawn_app(config).await;
+    let first = {
+        let (client, url) = (bounded.client.clone(), bounded.url("/products/3/related"));
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    let shed = eventually(Duration::from_secs(10), || async {
+        let r = bounded.get("/products/4/related").await;
+        r.status() == 503 && r.headers().contains_key("retry-after")
+    })
+    .await;
+    assert!(shed, "requests over the bound get a 503");
+    first.abort();
+    bounded.stop().await;
+
     let in_flight: Vec<_> = (1..=5)
         .map(|id| {
             let client = client.clone();

@@ -118,6 +118,20 @@ async fn replica_failures_are_invisible_and_recoverable() {
         .await
     );
 
+    // With the optional primary fallback, the same outage is served by the primary.
+    let mut with_fallback = test_config(&cluster);
+    with_fallback.primary_fallback = Some(cluster.api_url(0));
+    let fallback_app = spawn_app(with_fallback).await;
+    let served = eventually(Duration::from_secs(10), || async {
+        fallback_app.get("/products/3/related").await.status() == 200
+    })
+    .await;
+    assert!(
+        served,
+        "the primary fallback serves while no replica is usable"
+    );
+    fallback_app.stop().await;
+
     // They return: the service recovers by itself.
     tokio::task::block_in_place(|| {
         cluster.start_node(victim).expect("restart");
