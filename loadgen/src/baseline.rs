@@ -173,12 +173,12 @@ pub async fn run_baseline(opts: &BaselineOptions) -> anyhow::Result<BaselineRun>
         say(&format!(
             "round {round}/{}: pgbench {tps:.0} TPS, API {:.0} req/s (p99 {} µs, {} errors)",
             opts.rounds,
-            load.requests_per_sec,
+            load.successful_per_sec,
             load.latency.p99_us,
             load.total_errors()
         ));
         pgbench_tps.push(tps);
-        api_rps.push(load.requests_per_sec);
+        api_rps.push(load.successful_per_sec);
         p99s.push(load.latency.p99_us);
         errors += load.total_errors();
     }

@@ -31,6 +31,7 @@ struct CsvRow<'a> {
     db_memory_mb: Option<u64>,
     budgeted: Option<bool>,
     requests_per_sec: Option<f64>,
+    successful_per_sec: Option<f64>,
     p50_us: Option<u64>,
     p90_us: Option<u64>,
     p99_us: Option<u64>,
@@ -76,6 +77,7 @@ fn write_csv(path: &Path, report: &JourneyReport) -> anyhow::Result<()> {
             db_memory_mb: t.and_then(|t| t.db_budget.budget.memory_mb),
             budgeted: t.map(|t| t.budgeted),
             requests_per_sec: l.map(|l| l.requests_per_sec),
+            successful_per_sec: l.map(|l| l.successful_per_sec),
             p50_us: l.map(|l| l.latency.p50_us),
             p90_us: l.map(|l| l.latency.p90_us),
             p99_us: l.map(|l| l.latency.p99_us),
@@ -113,7 +115,7 @@ pub fn markdown(report: &JourneyReport) -> String {
     let _ = writeln!(out, "Command: `{}`\n", report.command);
     let _ = writeln!(
         out,
-        "| # | stage | topology | req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck |"
+        "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck |"
     );
     let _ = writeln!(
         out,
@@ -146,7 +148,7 @@ pub fn markdown(report: &JourneyReport) -> String {
                     if t.cache { "on" } else { "off" },
                     t.ids,
                     budget,
-                    l.requests_per_sec,
+                    l.successful_per_sec,
                     ms(l.latency.p50_us),
                     ms(l.latency.p99_us),
                     ms(l.latency.p999_us),
@@ -209,7 +211,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
     let plot_h = h - top - bottom;
     let max_rps = stages
         .iter()
-        .map(|s| s.load.as_ref().unwrap().requests_per_sec)
+        .map(|s| s.load.as_ref().unwrap().successful_per_sec)
         .fold(1.0, f64::max)
         * 1.15;
     let max_p99 = stages
@@ -225,7 +227,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}: requests/s (bars) and p99 latency (line), {} cores</text>"#,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}: successful requests/s (bars) and p99 latency (line), {} cores</text>"#,
         w / 2.0,
         xml(&report.journey),
         report.machine.cores
@@ -250,7 +252,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
     for (i, s) in stages.iter().enumerate() {
         let l = s.load.as_ref().unwrap();
         let x = left + slot * i as f64;
-        let bar_h = plot_h * l.requests_per_sec / max_rps;
+        let bar_h = plot_h * l.successful_per_sec / max_rps;
         let _ = writeln!(
             svg,
             r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#2e86c1"><title>{}: {:.0} req/s</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
@@ -259,10 +261,10 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             slot * 0.7,
             bar_h,
             xml(&s.name),
-            l.requests_per_sec,
+            l.successful_per_sec,
             x + slot / 2.0,
             top + plot_h - bar_h - 4.0,
-            l.requests_per_sec
+            l.successful_per_sec
         );
         let label_y = top + plot_h + 16.0;
         let _ = writeln!(

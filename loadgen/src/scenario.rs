@@ -69,7 +69,10 @@ pub struct LoadResult {
     pub expected_not_found: u64,
     /// Everything else, by kind (`http_503`, `timeout`, `connect`, `body_mismatch`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// Every answered request, failed ones included.
     pub requests_per_sec: f64,
+    /// Requests answered as expected: the throughput that counts.
+    pub successful_per_sec: f64,
     pub error_rate: f64,
     /// Latency as measured (closed model).
     pub latency: Percentiles,
@@ -285,6 +288,9 @@ where
         format!("{}", spec.request_timeout.as_secs_f64()),
         "--quiet".into(),
         "--no-print-metrics".into(),
+        // The controllers listen on fixed ports: two runs at once (tests) would collide.
+        "--no-telnet".into(),
+        "--no-websocket".into(),
     ];
     for file in &spec.report_files {
         args.push("--report-file".into());
@@ -345,6 +351,7 @@ where
         expected_not_found: not_found,
         errors,
         requests_per_sec: (total as f64 / secs * 10.0).round() / 10.0,
+        successful_per_sec: ((ok + not_found) as f64 / secs * 10.0).round() / 10.0,
         error_rate: if total == 0 {
             0.0
         } else {

@@ -55,7 +55,7 @@ impl NginxSettings {
 pub fn render(settings: &NginxSettings, port: u16, dir: &Path, upstreams: &[SocketAddr]) -> String {
     let servers: String = upstreams
         .iter()
-        .map(|a| format!("        server {a} max_fails=1 fail_timeout=2s;\n"))
+        .map(|a| format!("        server {a} max_fails=3 fail_timeout=2s;\n"))
         .collect();
     let (keepalive, http_version, connection) = if settings.upstream_keepalive > 0 {
         (
