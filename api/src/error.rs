@@ -110,6 +110,15 @@ impl HttpError {
 
     /// The JSON body: `{"error": "<sentence>", "code": "<slug>"}`.
     pub fn body(&self) -> String {
-        serde_json::json!({"error": self.message(), "code": self.code()}).to_string()
+        #[derive(serde::Serialize)]
+        struct ErrorBody {
+            error: &'static str,
+            code: &'static str,
+        }
+        serde_json::to_string(&ErrorBody {
+            error: self.message(),
+            code: self.code(),
+        })
+        .expect("two strings serialise")
     }
 }

@@ -122,7 +122,8 @@ impl App {
         let status = response.status();
         let elapsed = started.elapsed();
         self.metrics.record(route, status.as_u16(), elapsed);
-        if status.is_server_error() {
+        // A 503 from /readyz is the probe's answer, not a failed request: not logged.
+        if status.is_server_error() && route != RouteLabel::Readyz {
             tracing::warn!(
                 request_id = request_id.to_str().unwrap_or(""),
                 method = %req.method(),
