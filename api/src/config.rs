@@ -104,7 +104,7 @@ pub struct Config {
     pub health_interval_ms: u64,
 
     /// Skip a replica whose replay lag is over this many milliseconds (off when unset). When
-    /// every replica lags, requests go to --primary-fallback if set, else get a 503.
+    /// every replica lags, requests go to --primary-fallback if set, else to the freshest replica.
     #[arg(long, env = "API_MAX_REPLICA_LAG_MS")]
     pub max_replica_lag_ms: Option<u64>,
 

@@ -371,9 +371,10 @@ impl ReplicaSet {
     }
 
     /// Power of two choices: two distinct random usable replicas, the one with fewer requests
-    /// in flight wins. With everything banned, a fallback primary if configured; otherwise the
-    /// bans are cleared on replicas whose health check still answers (a ban from a blip must
-    /// not refuse all traffic); with none answering, nothing: the caller sends a fast 503.
+    /// in flight wins. With everything banned or lagging, a fallback primary if configured;
+    /// otherwise the bans are cleared on replicas whose health check still answers (a ban from a
+    /// blip must not refuse all traffic) and, if they all lag, the freshest is used; with none
+    /// answering, nothing: the caller sends a fast 503.
     fn pick(&self, exclude: Option<&Arc<Replica>>) -> Option<Arc<Replica>> {
         let list = self.snapshot();
         let max_lag = self.routing.max_lag_ms;
@@ -393,11 +394,20 @@ impl ReplicaSet {
             for r in &healthy {
                 r.unban();
             }
-            candidates = healthy
-                .into_iter()
-                .filter(not_excluded)
+            let reachable: Vec<&Arc<Replica>> = healthy.into_iter().filter(not_excluded).collect();
+            candidates = reachable
+                .iter()
+                .copied()
                 .filter(|r| r.lag_ok(max_lag))
                 .collect();
+            if candidates.is_empty() {
+                // Every reachable replica lags: stale answers from the freshest one beat
+                // refusing all traffic.
+                return reachable
+                    .into_iter()
+                    .min_by_key(|r| r.lag_ms.load(Relaxed))
+                    .cloned();
+            }
         }
         match candidates.len() {
             0 => None,

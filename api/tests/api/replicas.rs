@@ -145,3 +145,63 @@ async fn replica_failures_are_invisible_and_recoverable() {
     assert_eq!(app.get("/readyz").await.status(), 200);
     app.stop().await;
 }
+
+/// `--max-replica-lag-ms`: a replica whose replay is paused behind the primary gets no queries
+/// until it catches up.
+pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
+    let replicas = cluster.replica_indexes();
+    let (lagging, current) = (replicas[0], replicas[1]);
+    let mut config = test_config(cluster);
+    config.max_replica_lag_ms = Some(1000);
+    let app = spawn_app(config).await;
+    let replica = cluster.connect(lagging).await.unwrap();
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    // Something to replay: the replica now lags by the age of its last replayed commit.
+    let primary = cluster.connect(0).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE lag_probe (x int); INSERT INTO lag_probe VALUES (1);")
+        .await
+        .unwrap();
+    let seen = eventually(Duration::from_secs(10), || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.lines().any(|l| {
+            l.starts_with("api_replica_lag_ms")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()) > Some(1000)
+        })
+    })
+    .await;
+    assert!(seen, "the health check sees the lag");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = (
+        query_calls(cluster, lagging).await,
+        query_calls(cluster, current).await,
+    );
+    for id in 1..=60 {
+        assert_eq!(
+            app.get(&format!("/products/{id}/related")).await.status(),
+            200
+        );
+    }
+    let after = (
+        query_calls(cluster, lagging).await,
+        query_calls(cluster, current).await,
+    );
+    replica
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    assert_eq!(after.0 - before.0, 0, "the lagging replica is skipped");
+    assert_eq!(
+        after.1 - before.1,
+        60,
+        "the current replica takes every query"
+    );
+    cluster
+        .wait_for_replicas(Duration::from_secs(30))
+        .await
+        .unwrap();
+    app.stop().await;
+}
