@@ -123,8 +123,8 @@ pub struct BaselineArgs {
         default_value = "target/loadgen/baseline-run.json"
     )]
     pub out: PathBuf,
-    /// Allowed drop of normalised throughput (0.25 = fail below 75% of the baseline).
-    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.25)]
+    /// Allowed drop of normalised throughput (0.30 = fail below 70% of the baseline; see results/baseline.md for the measured spread behind the default).
+    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.30)]
     pub tolerance: f64,
     /// Rewrite the baseline file with this run.
     #[arg(long)]

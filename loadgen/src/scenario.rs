@@ -288,9 +288,8 @@ where
         format!("{}", spec.request_timeout.as_secs_f64()),
         "--quiet".into(),
         "--no-print-metrics".into(),
-        // The controllers listen on fixed ports: two runs at once (tests) would collide.
+        // The telnet controller listens on a fixed port: two runs at once would collide.
         "--no-telnet".into(),
-        "--no-websocket".into(),
     ];
     for file in &spec.report_files {
         args.push("--report-file".into());
