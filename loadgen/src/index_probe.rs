@@ -31,40 +31,19 @@ pub async fn probe_index(cluster: &Cluster, products: u64) -> anyhow::Result<Ind
         .query_one("SELECT count(*) FROM related_items", &[])
         .await?
         .get(0);
-    let statement = client.prepare(api::RELATED_SQL).await?;
-    let explain = client
-        .prepare(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", api::RELATED_SQL))
-        .await?;
     let mut rng = rand::thread_rng();
     let mut id = || rng.gen_range(1..=products) as i32;
-    let limit: i64 = 16;
 
-    let mut without = Vec::new();
-    for _ in 0..UNINDEXED_SAMPLES {
-        let started = Instant::now();
-        client.query(&statement, &[&id(), &limit]).await?;
-        without.push(ms(started.elapsed()));
-    }
-    let plan_without = plan_lines(&client.query(&explain, &[&id(), &limit]).await?);
+    let (without, plan_without) = time_queries(&client, UNINDEXED_SAMPLES, &mut id).await?;
 
     let build_started = Instant::now();
     seeder::build_relation_index(&cluster.primary_url(), true).await?;
     let index_build_secs = build_started.elapsed().as_secs_f64();
 
-    // A fresh connection plans with the new index.
+    // A fresh connection plans with the new index; one query first warms its caches.
     let client = cluster.connect(0).await?;
-    let statement = client.prepare(api::RELATED_SQL).await?;
-    let explain = client
-        .prepare(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", api::RELATED_SQL))
-        .await?;
-    client.query(&statement, &[&id(), &limit]).await?;
-    let mut with = Vec::new();
-    for _ in 0..INDEXED_SAMPLES {
-        let started = Instant::now();
-        client.query(&statement, &[&id(), &limit]).await?;
-        with.push(ms(started.elapsed()));
-    }
-    let plan_with = plan_lines(&client.query(&explain, &[&id(), &limit]).await?);
+    time_queries(&client, 1, &mut id).await?;
+    let (with, plan_with) = time_queries(&client, INDEXED_SAMPLES, &mut id).await?;
 
     let without_median = median(&mut without.clone());
     let mut sorted = with.clone();
@@ -82,6 +61,27 @@ pub async fn probe_index(cluster: &Cluster, products: u64) -> anyhow::Result<Ind
         plan_without_index: plan_without,
         plan_with_index: plan_with,
     })
+}
+
+/// The API's query `samples` times with random ids (milliseconds each), then its EXPLAIN ANALYZE.
+async fn time_queries(
+    client: &tokio_postgres::Client,
+    samples: usize,
+    id: &mut impl FnMut() -> i32,
+) -> anyhow::Result<(Vec<f64>, Vec<String>)> {
+    let limit: i64 = 16;
+    let statement = client.prepare(api::RELATED_SQL).await?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        client.query(&statement, &[&id(), &limit]).await?;
+        times.push(ms(started.elapsed()));
+    }
+    let explain = client
+        .prepare(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", api::RELATED_SQL))
+        .await?;
+    let plan = plan_lines(&client.query(&explain, &[&id(), &limit]).await?);
+    Ok((times, plan))
 }
 
 fn plan_lines(rows: &[tokio_postgres::Row]) -> Vec<String> {

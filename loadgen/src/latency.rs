@@ -52,21 +52,29 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds")
 }
 
-/// The recorder for one measured run: requests before `measure_from` are warm-up and ignored.
+/// The recorder for one measured run: requests before the window opens are warm-up and ignored,
+/// and so are those that complete after it closed. One lock per request covers both the window
+/// check and the two histograms.
 pub struct LatencyRecorder {
-    raw: Mutex<Histogram<u64>>,
-    corrected: Mutex<Histogram<u64>>,
-    measure_from: Mutex<Instant>,
-    measure_until: Mutex<Option<Instant>>,
+    inner: Mutex<Window>,
+}
+
+struct Window {
+    raw: Histogram<u64>,
+    corrected: Histogram<u64>,
+    from: Instant,
+    until: Option<Instant>,
 }
 
 impl Default for LatencyRecorder {
     fn default() -> Self {
         Self {
-            raw: Mutex::new(new_histogram()),
-            corrected: Mutex::new(new_histogram()),
-            measure_from: Mutex::new(Instant::now()),
-            measure_until: Mutex::new(None),
+            inner: Mutex::new(Window {
+                raw: new_histogram(),
+                corrected: new_histogram(),
+                from: Instant::now(),
+                until: None,
+            }),
         }
     }
 }
@@ -74,39 +82,37 @@ impl Default for LatencyRecorder {
 impl LatencyRecorder {
     /// Forget everything and measure from `warmup` after now.
     pub fn reset(&self, warmup: Duration) {
-        self.raw.lock().unwrap().reset();
-        self.corrected.lock().unwrap().reset();
-        *self.measure_from.lock().unwrap() = Instant::now() + warmup;
-        *self.measure_until.lock().unwrap() = None;
+        let mut w = self.inner.lock().unwrap();
+        w.raw.reset();
+        w.corrected.reset();
+        w.from = Instant::now() + warmup;
+        w.until = None;
     }
 
     /// Stop counting (requests still in flight at the end are not part of the window).
     pub fn close(&self) {
-        *self.measure_until.lock().unwrap() = Some(Instant::now());
+        self.inner.lock().unwrap().until = Some(Instant::now());
     }
 
-    /// Whether a request that completed now falls in the measured window.
-    pub fn in_window(&self, now: Instant) -> bool {
-        now >= *self.measure_from.lock().unwrap()
-            && self.measure_until.lock().unwrap().is_none_or(|u| now < u)
-    }
-
-    pub fn record(&self, latency: Duration, expected_interval_us: u64) {
+    /// Record a request that completed at `now`, if that falls in the measured window; returns
+    /// whether it did, so the caller counts exactly the requests the percentiles describe.
+    pub fn record(&self, now: Instant, latency: Duration, expected_interval_us: u64) -> bool {
+        let mut w = self.inner.lock().unwrap();
+        if now < w.from || w.until.is_some_and(|u| now >= u) {
+            return false;
+        }
         let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
-        self.raw.lock().unwrap().saturating_record(us);
-        let _ = self
-            .corrected
-            .lock()
-            .unwrap()
-            .record_correct(us, expected_interval_us.max(1));
+        w.raw.saturating_record(us);
+        let _ = w.corrected.record_correct(us, expected_interval_us.max(1));
+        true
     }
 
     pub fn raw(&self) -> Percentiles {
-        Percentiles::from_histogram(&self.raw.lock().unwrap())
+        Percentiles::from_histogram(&self.inner.lock().unwrap().raw)
     }
 
     pub fn corrected(&self) -> Percentiles {
-        Percentiles::from_histogram(&self.corrected.lock().unwrap())
+        Percentiles::from_histogram(&self.inner.lock().unwrap().corrected)
     }
 }
 
@@ -119,7 +125,7 @@ mod tests {
         let rec = LatencyRecorder::default();
         rec.reset(Duration::ZERO);
         for us in 1..=1000u64 {
-            rec.record(Duration::from_micros(us), 1_000_000);
+            assert!(rec.record(Instant::now(), Duration::from_micros(us), 1_000_000));
         }
         let p = rec.raw();
         assert_eq!(p.count, 1000);
@@ -129,13 +135,30 @@ mod tests {
     }
 
     #[test]
+    fn requests_outside_the_window_are_not_recorded() {
+        let rec = LatencyRecorder::default();
+        rec.reset(Duration::from_secs(3600));
+        assert!(
+            !rec.record(Instant::now(), Duration::from_micros(5), 5),
+            "warm-up"
+        );
+        rec.reset(Duration::ZERO);
+        rec.close();
+        assert!(
+            !rec.record(Instant::now(), Duration::from_micros(5), 5),
+            "after close"
+        );
+        assert_eq!(rec.raw().count, 0);
+    }
+
+    #[test]
     fn a_stall_is_back_filled_in_the_corrected_histogram() {
         let rec = LatencyRecorder::default();
         rec.reset(Duration::ZERO);
         for _ in 0..99 {
-            rec.record(Duration::from_micros(100), 100);
+            rec.record(Instant::now(), Duration::from_micros(100), 100);
         }
-        rec.record(Duration::from_millis(10), 100);
+        rec.record(Instant::now(), Duration::from_millis(10), 100);
         assert_eq!(rec.raw().count, 100);
         assert!(
             rec.corrected().count > 150,

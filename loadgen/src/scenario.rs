@@ -87,13 +87,19 @@ impl LoadResult {
     }
 }
 
+/// Outcomes of the requests in the measured window.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    not_found: u64,
+    errors: BTreeMap<String, u64>,
+}
+
 struct RunState {
     sampler: IdSampler,
     expected_items: Option<usize>,
     recorder: LatencyRecorder,
-    ok: Mutex<u64>,
-    not_found: Mutex<u64>,
-    errors: Mutex<BTreeMap<String, u64>>,
+    tally: Mutex<Tally>,
     /// First answer seen for a sample of ids: later answers must list the same ids in the same order.
     first_seen: Mutex<HashMap<u64, Vec<i64>>>,
 }
@@ -171,38 +177,26 @@ async fn related_items(user: &mut GooseUser) -> TransactionResult {
         }
     };
     let elapsed = started.elapsed();
-    let now = Instant::now();
 
     let user_state = user.get_session_data_unchecked_mut::<UserState>();
     user_state.requests += 1;
     user_state.total_us += elapsed.as_micros() as u64;
     let mean_us = user_state.total_us / user_state.requests;
-    let counted = state.recorder.in_window(now);
-    if counted {
-        state.recorder.record(elapsed, mean_us);
+    if state.recorder.record(Instant::now(), elapsed, mean_us) {
+        let mut tally = state.tally.lock().unwrap();
+        match &outcome {
+            Outcome::Ok => tally.ok += 1,
+            Outcome::ExpectedNotFound => tally.not_found += 1,
+            Outcome::Failed(kind) => *tally.errors.entry(kind.clone()).or_default() += 1,
+        }
     }
     match outcome {
-        Outcome::Ok => {
-            if counted {
-                *state.ok.lock().unwrap() += 1;
-            }
-        }
+        Outcome::Ok => {}
         Outcome::ExpectedNotFound => {
-            if counted {
-                *state.not_found.lock().unwrap() += 1;
-            }
             // goose counts every non-2xx as a failure; this one was asked for.
             user.set_success(&mut goose.request)?;
         }
         Outcome::Failed(kind) => {
-            if counted {
-                *state
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .entry(kind.clone())
-                    .or_default() += 1;
-            }
             let body = body_text.map(|b| String::from_utf8_lossy(&b).into_owned());
             user.set_failure(&kind, &mut goose.request, None, body.as_deref())?;
         }
@@ -264,9 +258,7 @@ where
         sampler: IdSampler::new(spec.products, spec.ids, spec.unknown_share),
         expected_items: spec.expected_items,
         recorder: LatencyRecorder::default(),
-        ok: Mutex::new(0),
-        not_found: Mutex::new(0),
-        errors: Mutex::new(BTreeMap::new()),
+        tally: Mutex::new(Tally::default()),
         first_seen: Mutex::new(HashMap::new()),
     });
     // goose starts users over about a second; the warm-up covers that ramp too.
@@ -338,9 +330,11 @@ where
         .map_err(|e| LoadError::Goose(format!("measurement window: {e}")))?;
 
     let secs = measured.as_secs_f64();
-    let ok = *state.ok.lock().unwrap();
-    let not_found = *state.not_found.lock().unwrap();
-    let errors = state.errors.lock().unwrap().clone();
+    let Tally {
+        ok,
+        not_found,
+        errors,
+    } = std::mem::take(&mut *state.tally.lock().unwrap());
     let failed: u64 = errors.values().sum();
     let total = ok + not_found + failed;
     let result = LoadResult {

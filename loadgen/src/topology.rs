@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 pub use stack::cgroup::machine_busy_cpu;
-use stack::cgroup::{process_tree_cpu, Budget, ControlGroup};
+use stack::cgroup::{Budget, ControlGroup};
 use stack::nginx::{Nginx, NginxSettings};
 use stack::process::{free_port, stop_pid};
 
@@ -169,7 +169,6 @@ pub struct ApiTier {
     pub instances: Vec<ApiInstance>,
     pub budgets: Vec<Budgeted>,
     pub nginx: Option<Nginx>,
-    pub nginx_settings: Option<NginxSettings>,
 }
 
 impl ApiTier {
@@ -199,7 +198,6 @@ impl ApiTier {
             instances,
             budgets,
             nginx: proxy,
-            nginx_settings: nginx,
         })
     }
 
@@ -209,20 +207,6 @@ impl ApiTier {
             Some(n) => n.url(),
             None => format!("http://{}", self.instances[0].addr),
         }
-    }
-
-    pub fn api_cpu(&self) -> Duration {
-        self.instances
-            .iter()
-            .map(|i| process_tree_cpu(i.pid()))
-            .sum()
-    }
-
-    pub fn nginx_cpu(&self) -> Duration {
-        self.nginx
-            .as_ref()
-            .map(|n| process_tree_cpu(n.pid()))
-            .unwrap_or_default()
     }
 }
 

@@ -205,14 +205,6 @@ impl Cluster {
         &self.state.nodes
     }
 
-    pub fn settings(&self) -> &PgSettings {
-        &self.state.settings
-    }
-
-    pub fn server_user(&self) -> &ServerUser {
-        &self.user
-    }
-
     pub fn binaries(&self) -> &PgBinaries {
         &self.bins
     }
@@ -258,10 +250,6 @@ impl Cluster {
         self.server_dir(node).pid()
     }
 
-    pub fn log_path(&self, node: usize) -> PathBuf {
-        self.server_dir(node).log()
-    }
-
     /// A superuser connection to a node; the connection task runs on the current runtime.
     pub async fn connect(&self, node: usize) -> Result<Client> {
         connect(&self.superuser_url(node), &self.state.nodes[node].name).await
@@ -280,24 +268,6 @@ impl Cluster {
     /// Start a stopped server again and wait until it accepts connections.
     pub fn start_node(&self, node: usize) -> Result<i32> {
         self.server_dir(node).start(&self.bins, &self.user)
-    }
-
-    /// Apply new settings to every server (restarting each, replicas first) — the journey's
-    /// "bigger database" stage.
-    pub async fn reconfigure(&mut self, settings: PgSettings) -> Result<()> {
-        self.state.settings = settings;
-        let mut order = self.replica_indexes();
-        order.push(0);
-        for node in order {
-            let dir = self.server_dir(node);
-            let mut lines = self.state.settings.lines();
-            lines.extend(self.node_lines(node));
-            dir.append_conf(&lines)?;
-            dir.stop(Duration::from_secs(60));
-            dir.start(&self.bins, &self.user)?;
-        }
-        self.save()?;
-        self.wait_for_replicas(Duration::from_secs(120)).await
     }
 
     /// Stream a new replica from the primary, start it, and wait until it has caught up.

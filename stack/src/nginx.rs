@@ -123,7 +123,6 @@ pub fn find_binary() -> Result<PathBuf> {
 pub struct NginxErrors {
     pub too_many_open_files: usize,
     pub worker_connections_not_enough: usize,
-    pub upstream_errors: usize,
 }
 
 /// A running nginx; dropping it stops it.
@@ -207,7 +206,6 @@ impl Nginx {
         NginxErrors {
             too_many_open_files: log.matches("Too many open files").count(),
             worker_connections_not_enough: log.matches("worker_connections are not enough").count(),
-            upstream_errors: log.matches("upstream").count(),
         }
     }
 
