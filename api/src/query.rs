@@ -32,14 +32,12 @@ LEFT JOIN LATERAL (
 WHERE p.id = $1
 ORDER BY r.position";
 
-/// The health check: replay lag in milliseconds (0 on a primary or a replica that has replayed
-/// all it received, so an idle primary does not make a replica look late).
-pub const LAG_SQL: &str = "\
-SELECT CASE
-    WHEN NOT pg_is_in_recovery() THEN 0
-    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0)
-END::float8";
+/// The health check: whether the server is a standby, how far it has received WAL and how far
+/// it has replayed it. The lag is worked out from successive readings (`ReplayLag`) rather than
+/// from `pg_last_xact_replay_timestamp()`, which makes an idle replica whose last commit is old
+/// look minutes late the moment it replays anything.
+pub const REPLAY_SQL: &str =
+    "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()";
 
 /// One card of the carousel.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,19 +2,21 @@
 //! least in-flight among two random choices, bans with back-off, background health checks,
 //! an optional lag bound and primary fallback, and reloading the list without dropping requests.
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
 use crate::error::{ApiError, HttpError};
 use crate::metrics::Metrics;
 use crate::query::{
-    is_replica_failure, query_related, ConnectSignals, Lookup, PgConnectionManager, LAG_SQL,
+    is_replica_failure, query_related, ConnectSignals, Lookup, PgConnectionManager, REPLAY_SQL,
 };
 
 type Pool = bb8::Pool<PgConnectionManager>;
@@ -188,8 +190,10 @@ impl Replica {
         }
     }
 
-    /// The background health check: connect (or reuse a connection), read the replay lag.
-    async fn check(&self, client: &mut Option<tokio_postgres::Client>, timeout: Duration) -> bool {
+    /// The background health check: connect (or reuse a connection), read the replay position
+    /// and update the lag from it.
+    async fn check(&self, probe: &mut HealthProbe, timeout: Duration) -> bool {
+        let client = &mut probe.client;
         let result = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 let mut pg: tokio_postgres::Config = self.url.parse()?;
@@ -202,13 +206,23 @@ impl Replica {
                 *client = Some(c);
             }
             let c = client.as_ref().expect("connected above");
-            let lag: f64 = c.query_one(LAG_SQL, &[]).await?.get(0);
-            Ok::<f64, tokio_postgres::Error>(lag)
+            let row = c.query_one(REPLAY_SQL, &[]).await?;
+            Ok::<_, tokio_postgres::Error>((
+                row.get::<_, bool>(0),
+                row.get::<_, Option<PgLsn>>(1),
+                row.get::<_, Option<PgLsn>>(2),
+            ))
         })
         .await;
         match result {
-            Ok(Ok(lag)) => {
-                self.lag_ms.store(lag.max(0.0) as u64, Relaxed);
+            Ok(Ok((in_recovery, received, replayed))) => {
+                let lag = if in_recovery {
+                    probe.lag.observe(received, replayed, Instant::now())
+                } else {
+                    probe.lag = ReplayLag::default();
+                    Duration::ZERO
+                };
+                self.lag_ms.store(lag.as_millis() as u64, Relaxed);
                 true
             }
             Ok(Err(e)) => {
@@ -225,6 +239,60 @@ impl Replica {
 
     fn pool_state(&self) -> bb8::State {
         self.pool.state()
+    }
+}
+
+/// What one replica's health-check task keeps between checks.
+#[derive(Default)]
+struct HealthProbe {
+    client: Option<tokio_postgres::Client>,
+    lag: ReplayLag,
+}
+
+/// Replay lag as the time a replica has held WAL it has not replayed yet.
+///
+/// Each check notes the position received so far and when; the lag is the age of the oldest
+/// noted position the replay has not reached. A replica that keeps up shows less than one
+/// health interval; one that stays 5 s behind shows about 5 s at every check; one whose replay
+/// is stuck (paused, or waiting on a conflicting query) shows a lag that grows until it catches
+/// up. It errs low by up to one interval, where the usual
+/// `now() - pg_last_xact_replay_timestamp()` errs high by however long the primary was idle.
+#[derive(Debug, Default)]
+struct ReplayLag {
+    /// Received positions not yet replayed, oldest first, with when each was first seen.
+    pending: VecDeque<(PgLsn, Instant)>,
+}
+
+impl ReplayLag {
+    /// Bounds the memory of a replica that stays behind for a long time: once full, no newer
+    /// position is noted, so the oldest (what the lag is measured from) is always kept.
+    const MAX_PENDING: usize = 256;
+
+    fn observe(
+        &mut self,
+        received: Option<PgLsn>,
+        replayed: Option<PgLsn>,
+        now: Instant,
+    ) -> Duration {
+        let (Some(received), Some(replayed)) = (received, replayed) else {
+            // Not streaming (yet): nothing says the replica is behind.
+            self.pending.clear();
+            return Duration::ZERO;
+        };
+        while self
+            .pending
+            .front()
+            .is_some_and(|&(lsn, _)| lsn <= replayed)
+        {
+            self.pending.pop_front();
+        }
+        let is_new = self.pending.back().is_none_or(|&(lsn, _)| received > lsn);
+        if received > replayed && is_new && self.pending.len() < Self::MAX_PENDING {
+            self.pending.push_back((received, now));
+        }
+        self.pending.front().map_or(Duration::ZERO, |&(_, since)| {
+            now.saturating_duration_since(since)
+        })
     }
 }
 
@@ -337,12 +405,12 @@ impl ReplicaSet {
         let timeout = self.routing.query_timeout.max(Duration::from_millis(200));
         let (ban, max_ban) = (self.routing.ban, self.routing.max_ban);
         tokio::spawn(async move {
-            let mut client = None;
+            let mut probe = HealthProbe::default();
             loop {
                 let Some(replica) = weak.upgrade() else {
                     return;
                 };
-                let ok = replica.check(&mut client, timeout).await;
+                let ok = replica.check(&mut probe, timeout).await;
                 let was_healthy = replica.healthy.swap(ok, Relaxed);
                 if ok && !was_healthy {
                     // It answers again: take it back at once rather than wait out the ban.
@@ -592,5 +660,72 @@ impl ReplicaSet {
                 r.signals.failures.load(Relaxed)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lsn(n: u64) -> Option<PgLsn> {
+        Some(PgLsn::from(n))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_replica_that_keeps_up_shows_no_lag() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut lag = ReplayLag::default();
+        assert_eq!(lag.observe(lsn(10), lsn(10), t0), Duration::ZERO);
+        // Mid-replay at one check, past that point at the next: never late by a whole check.
+        assert_eq!(lag.observe(lsn(20), lsn(15), at(0)), Duration::ZERO);
+        assert_eq!(lag.observe(lsn(30), lsn(25), at(100)), Duration::ZERO);
+        assert_eq!(lag.observe(lsn(30), lsn(30), at(200)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stuck_replay_shows_a_growing_lag_until_it_catches_up() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut lag = ReplayLag::default();
+        lag.observe(lsn(20), lsn(10), t0);
+        assert_eq!(lag.observe(lsn(25), lsn(10), at(700)), ms(700));
+        assert_eq!(lag.observe(lsn(30), lsn(19), at(1500)), ms(1500));
+        // Past what was received at 0, short of what was received at 700.
+        assert_eq!(lag.observe(lsn(30), lsn(22), at(1600)), ms(900));
+        assert_eq!(lag.observe(lsn(30), lsn(30), at(2000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_replica_steadily_one_second_behind_shows_about_one_second() {
+        let t0 = Instant::now();
+        let mut lag = ReplayLag::default();
+        // WAL arrives at 1 unit per ms; the replay is where the primary was 1000 ms earlier.
+        for check in 0..100u64 {
+            let now_ms = check * 100;
+            let seen = lag.observe(
+                lsn(1_000_000 + now_ms),
+                lsn(1_000_000 + now_ms.saturating_sub(1000)),
+                t0 + ms(now_ms),
+            );
+            if now_ms >= 1000 {
+                assert!(
+                    seen >= ms(900) && seen <= ms(1000),
+                    "{seen:?} at {now_ms} ms"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_wal_receiver_means_no_known_lag() {
+        let t0 = Instant::now();
+        let mut lag = ReplayLag::default();
+        lag.observe(lsn(20), lsn(10), t0);
+        assert_eq!(lag.observe(None, lsn(10), t0 + ms(5000)), Duration::ZERO);
     }
 }

@@ -165,16 +165,25 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         .batch_execute("CREATE TABLE lag_probe (x int); INSERT INTO lag_probe VALUES (1);")
         .await
         .unwrap();
-    let seen = eventually(Duration::from_secs(10), || async {
+    // Routing follows the health checks: wait until they see the paused replica late and the
+    // other one current.
+    let label = |node: usize| format!("127.0.0.1:{}/related", cluster.nodes()[node].port);
+    let (late, fresh) = (label(lagging), label(current));
+    let gauge = |text: &str, name: &str, label: &str| {
+        let prefix = format!("{name}{{replica=\"{label}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let seen = eventually(Duration::from_secs(20), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
-        text.lines().any(|l| {
-            l.starts_with("api_replica_lag_ms")
-                && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()) > Some(1000)
-        })
+        gauge(&text, "api_replica_lag_ms", &late) > Some(1000)
+            && gauge(&text, "api_replica_lag_ms", &fresh) <= Some(1000)
+            && gauge(&text, "api_replica_healthy", &fresh) == Some(1)
     })
     .await;
-    assert!(seen, "the health check sees the lag");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(seen, "the health checks see the lag:\n{metrics}");
     let before = (
         query_calls(cluster, lagging).await,
         query_calls(cluster, current).await,
@@ -193,7 +202,11 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
-    assert_eq!(after.0 - before.0, 0, "the lagging replica is skipped");
+    assert_eq!(
+        after.0 - before.0,
+        0,
+        "the lagging replica is skipped:\n{metrics}"
+    );
     assert_eq!(
         after.1 - before.1,
         60,
