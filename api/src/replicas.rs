@@ -45,6 +45,8 @@ pub struct Replica {
     pub queries: AtomicU64,
     pub failures: AtomicU64,
     pub bans: AtomicU64,
+    /// Health checks that timed out on an open connection (an overloaded server).
+    pub slow_checks: AtomicU64,
 }
 
 /// Why one attempt on one replica failed.
@@ -107,6 +109,7 @@ impl Replica {
             queries: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             bans: AtomicU64::new(0),
+            slow_checks: AtomicU64::new(0),
         })
     }
 
@@ -192,7 +195,7 @@ impl Replica {
 
     /// The background health check: connect (or reuse a connection), read the replay position
     /// and update the lag from it.
-    async fn check(&self, probe: &mut HealthProbe, timeout: Duration) -> bool {
+    async fn check(&self, probe: &mut HealthProbe, timeout: Duration) -> HealthCheck {
         let client = &mut probe.client;
         let result = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -223,16 +226,29 @@ impl Replica {
                     Duration::ZERO
                 };
                 self.lag_ms.store(lag.as_millis() as u64, Relaxed);
-                true
+                probe.slow_checks = 0;
+                HealthCheck::Answered
             }
             Ok(Err(e)) => {
                 tracing::debug!(replica = %self.label, error = %e, "health check failed");
                 *client = None;
-                false
+                HealthCheck::Down
+            }
+            // A saturated server answers late on a connection that is still open: that is
+            // load, not failure. Banning it would turn the overload into fast 503s for every
+            // request (measured in the journey's stage 4), so only a run of late answers counts.
+            Err(_)
+                if probe.slow_checks < HealthProbe::MAX_SLOW_CHECKS
+                    && client.as_ref().is_some_and(|c| !c.is_closed()) =>
+            {
+                probe.slow_checks += 1;
+                self.slow_checks.fetch_add(1, Relaxed);
+                HealthCheck::Slow
             }
             Err(_) => {
                 *client = None;
-                false
+                probe.slow_checks = 0;
+                HealthCheck::Down
             }
         }
     }
@@ -247,6 +263,24 @@ impl Replica {
 struct HealthProbe {
     client: Option<tokio_postgres::Client>,
     lag: ReplayLag,
+    /// Checks in a row that timed out on an open connection.
+    slow_checks: u32,
+}
+
+impl HealthProbe {
+    /// Late answers in a row before the replica counts as down (a hung server keeps its TCP
+    /// connections open; its requests also time out and ban it meanwhile).
+    const MAX_SLOW_CHECKS: u32 = 3;
+}
+
+/// The outcome of one health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealthCheck {
+    Answered,
+    /// No answer within the timeout, on a connection that is still open: keep the replica's
+    /// state as it was.
+    Slow,
+    Down,
 }
 
 /// Replay lag as the time a replica has held WAL it has not replayed yet.
@@ -410,7 +444,13 @@ impl ReplicaSet {
                 let Some(replica) = weak.upgrade() else {
                     return;
                 };
-                let ok = replica.check(&mut probe, timeout).await;
+                let outcome = replica.check(&mut probe, timeout).await;
+                if outcome == HealthCheck::Slow {
+                    drop(replica);
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+                let ok = outcome == HealthCheck::Answered;
                 let was_healthy = replica.healthy.swap(ok, Relaxed);
                 if ok && !was_healthy {
                     // It answers again: take it back at once rather than wait out the ban.
@@ -561,7 +601,7 @@ impl ReplicaSet {
         let list = self.snapshot();
         let all: Vec<&Arc<Replica>> = list.iter().chain(self.fallback.iter()).collect();
         type Gauge = fn(&Replica) -> u64;
-        let series: [(&str, &str, &str, Gauge); 9] = [
+        let series: [(&str, &str, &str, Gauge); 10] = [
             (
                 "api_replica_in_flight",
                 "gauge",
@@ -603,6 +643,12 @@ impl ReplicaSet {
                 "counter",
                 "Times the replica was banned.",
                 |r| r.bans.load(Relaxed),
+            ),
+            (
+                "api_replica_slow_health_checks_total",
+                "counter",
+                "Health checks that timed out on an open connection (overload, not failure).",
+                |r| r.slow_checks.load(Relaxed),
             ),
             (
                 "api_pool_connections",

@@ -209,6 +209,19 @@ impl Drop for TestApp {
     }
 }
 
+/// The `replica` label the API gives a node of the cluster in /metrics.
+pub fn replica_label(cluster: &Cluster, node: usize) -> String {
+    format!("127.0.0.1:{}/related", cluster.nodes()[node].port)
+}
+
+/// One replica's value of a per-replica series in /metrics.
+pub fn replica_gauge(text: &str, name: &str, label: &str) -> Option<u64> {
+    let prefix = format!("{name}{{replica=\"{label}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 pub fn metric_value(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))

@@ -12,7 +12,7 @@ mod replicas;
 /// seconds to build on a busy 2-core machine); they run one after another so that the
 /// balance test's server-side counts see no other test's queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_cluster_contract_malformed_balance_lag() {
+async fn shared_cluster_contract_malformed_balance_lag_slow() {
     let (cluster, _dir) = helpers::fixture_cluster(2).await;
     contract::http_contract(&cluster).await;
     contract::cors_allow_list(&cluster).await;
@@ -20,4 +20,5 @@ async fn shared_cluster_contract_malformed_balance_lag() {
     malformed::slow_headers_are_cut_off(&cluster).await;
     replicas::load_is_balanced_across_replicas(&cluster).await;
     replicas::lagging_replica_is_skipped(&cluster).await;
+    replicas::slow_health_check_is_not_a_failure(&cluster).await;
 }

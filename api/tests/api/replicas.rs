@@ -167,14 +167,11 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         .unwrap();
     // Routing follows the health checks: wait until they see the paused replica late and the
     // other one current.
-    let label = |node: usize| format!("127.0.0.1:{}/related", cluster.nodes()[node].port);
-    let (late, fresh) = (label(lagging), label(current));
-    let gauge = |text: &str, name: &str, label: &str| {
-        let prefix = format!("{name}{{replica=\"{label}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let (late, fresh) = (
+        replica_label(cluster, lagging),
+        replica_label(cluster, current),
+    );
+    let gauge = replica_gauge;
     let seen = eventually(Duration::from_secs(20), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
         gauge(&text, "api_replica_lag_ms", &late) > Some(1000)
@@ -217,4 +214,72 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         .await
         .unwrap();
     app.stop().await;
+}
+
+/// A replica too busy to answer its health check in time, on a connection that stays open, is
+/// loaded, not dead: it stays healthy, unbanned and in rotation (until several checks in a row
+/// go unanswered). Stopping (SIGSTOP) the server process behind the health check's connection
+/// makes exactly that: the check hangs while the replica's other connections serve queries.
+pub async fn slow_health_check_is_not_a_failure(cluster: &Cluster) {
+    let replicas = cluster.replica_indexes();
+    let slow = replicas[0];
+    let label = replica_label(cluster, slow);
+    let mut config = test_config(cluster);
+    config.query_timeout_ms = 500;
+    let app = spawn_app(config).await;
+    let db = cluster.connect(slow).await.unwrap();
+    let backend = eventually(Duration::from_secs(10), || async {
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+    assert!(backend, "the health check connects");
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    signal(pid, "STOP");
+    let went_slow = eventually(Duration::from_secs(10), || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        replica_gauge(&text, "api_replica_slow_health_checks_total", &label) >= Some(1)
+    })
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let before = query_calls(cluster, slow).await;
+    let mut statuses = Vec::new();
+    for id in 1..=40 {
+        statuses.push(app.get(&format!("/products/{id}/related")).await.status());
+    }
+    let served = query_calls(cluster, slow).await - before;
+    signal(pid, "CONT");
+    assert!(went_slow, "the check times out:\n{metrics}");
+    assert_eq!(
+        replica_gauge(&metrics, "api_replica_healthy", &label),
+        Some(1)
+    );
+    assert_eq!(
+        replica_gauge(&metrics, "api_replica_banned", &label),
+        Some(0)
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(served > 0, "the slow-to-check replica still takes queries");
+    app.stop().await;
+}
+
+/// Sends a signal with kill(1), which works for the postgres user's processes when root.
+fn signal(pid: i32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
 }
