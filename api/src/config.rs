@@ -105,7 +105,8 @@ pub struct Config {
 
     /// Skip a replica whose replay lag is over this many milliseconds (off when unset). The lag
     /// is how long the replica has held received WAL it has not replayed, as the health checks
-    /// see it (to within one --health-interval-ms). When every replica lags, requests go to --primary-fallback if set, else to the freshest replica.
+    /// see it (to within one --health-interval-ms). When every replica lags, requests go to
+    /// --primary-fallback if set, else to the freshest replica.
     #[arg(long, env = "API_MAX_REPLICA_LAG_MS")]
     pub max_replica_lag_ms: Option<u64>,
 
