@@ -33,7 +33,8 @@ pub struct Config {
     #[arg(long, env = "API_PRIMARY_FALLBACK")]
     pub primary_fallback: Option<String>,
 
-    /// Connections per replica pool.
+    /// Connections per replica pool. Clients beyond it wait for a connection (--pool-wait-ms);
+    /// about two per database core served best in results/api.md (4 on a 2-core server beat 16).
     #[arg(long, env = "API_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
 
