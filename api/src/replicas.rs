@@ -47,6 +47,9 @@ pub struct Replica {
     pub bans: AtomicU64,
     /// Health checks that timed out on an open connection (an overloaded server).
     pub slow_checks: AtomicU64,
+    /// `now_ms()` of the last query that answered, 0 if none: proof of life the health check
+    /// can lean on when its own query is stuck in the server's queue.
+    last_answer_ms: AtomicU64,
 }
 
 /// Why one attempt on one replica failed.
@@ -110,6 +113,7 @@ impl Replica {
             failures: AtomicU64::new(0),
             bans: AtomicU64::new(0),
             slow_checks: AtomicU64::new(0),
+            last_answer_ms: AtomicU64::new(0),
         })
     }
 
@@ -174,6 +178,7 @@ impl Replica {
         match tokio::time::timeout(timeout, query_related(&conn, product_id, limit)).await {
             Ok(Ok(lookup)) => {
                 self.consecutive_failures.store(0, Relaxed);
+                self.last_answer_ms.store(now_ms(), Relaxed);
                 Ok(lookup)
             }
             Ok(Err(e)) if is_replica_failure(&e) => {
@@ -196,6 +201,7 @@ impl Replica {
     /// The background health check: connect (or reuse a connection), read the replay position
     /// and update the lag from it.
     async fn check(&self, probe: &mut HealthProbe, timeout: Duration) -> HealthCheck {
+        let started_ms = now_ms();
         let client = &mut probe.client;
         let result = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -236,10 +242,12 @@ impl Replica {
             }
             // A saturated server answers late on a connection that is still open: that is
             // load, not failure. Banning it would turn the overload into fast 503s for every
-            // request (measured in the journey's stage 4), so only a run of late answers counts.
+            // request (measured in the journey's stage 4), so only a run of late answers with
+            // no request answered meanwhile counts.
             Err(_)
-                if probe.slow_checks < HealthProbe::MAX_SLOW_CHECKS
-                    && client.as_ref().is_some_and(|c| !c.is_closed()) =>
+                if client.as_ref().is_some_and(|c| !c.is_closed())
+                    && (probe.slow_checks < HealthProbe::MAX_SLOW_CHECKS
+                        || self.last_answer_ms.load(Relaxed) >= started_ms) =>
             {
                 probe.slow_checks += 1;
                 self.slow_checks.fetch_add(1, Relaxed);
@@ -268,8 +276,9 @@ struct HealthProbe {
 }
 
 impl HealthProbe {
-    /// Late answers in a row before the replica counts as down (a hung server keeps its TCP
-    /// connections open; its requests also time out and ban it meanwhile).
+    /// Late answers in a row, with no request answered during the last of them, before the
+    /// replica counts as down (a hung server keeps its TCP connections open; its requests also
+    /// time out and ban it meanwhile).
     const MAX_SLOW_CHECKS: u32 = 3;
 }
 
