@@ -202,29 +202,9 @@ impl Replica {
     /// and update the lag from it.
     async fn check(&self, probe: &mut HealthProbe, timeout: Duration) -> HealthCheck {
         let started_ms = now_ms();
-        let client = &mut probe.client;
-        let result = tokio::time::timeout(timeout, async {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                let mut pg: tokio_postgres::Config = self.url.parse()?;
-                pg.connect_timeout(timeout);
-                pg.application_name("related-api-health");
-                let (c, connection) = pg.connect(NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                *client = Some(c);
-            }
-            let c = client.as_ref().expect("connected above");
-            let row = c.query_one(REPLAY_SQL, &[]).await?;
-            Ok::<_, tokio_postgres::Error>((
-                row.get::<_, bool>(0),
-                row.get::<_, Option<PgLsn>>(1),
-                row.get::<_, Option<PgLsn>>(2),
-            ))
-        })
-        .await;
-        match result {
-            Ok(Ok((in_recovery, received, replayed))) => {
+        let result = self.read_replay(&mut probe.client, timeout).await;
+        let failure = match result {
+            Ok((in_recovery, received, replayed)) => {
                 let lag = if in_recovery {
                     probe.lag.observe(received, replayed, Instant::now())
                 } else {
@@ -233,32 +213,62 @@ impl Replica {
                 };
                 self.lag_ms.store(lag.as_millis() as u64, Relaxed);
                 probe.slow_checks = 0;
-                HealthCheck::Answered
+                return HealthCheck::Answered;
             }
-            Ok(Err(e)) => {
-                tracing::debug!(replica = %self.label, error = %e, "health check failed");
-                *client = None;
-                HealthCheck::Down
-            }
-            // A saturated server answers late on a connection that is still open: that is
-            // load, not failure. Banning it would turn the overload into fast 503s for every
-            // request (measured in the journey's stage 4), so only a run of late answers with
-            // no request answered meanwhile counts.
-            Err(_)
-                if client.as_ref().is_some_and(|c| !c.is_closed())
-                    && (probe.slow_checks < HealthProbe::MAX_SLOW_CHECKS
-                        || self.last_answer_ms.load(Relaxed) >= started_ms) =>
-            {
-                probe.slow_checks += 1;
-                self.slow_checks.fetch_add(1, Relaxed);
-                HealthCheck::Slow
-            }
-            Err(_) => {
-                *client = None;
-                probe.slow_checks = 0;
-                HealthCheck::Down
-            }
+            Err(failure) => failure,
+        };
+        if let CheckFailure::Error(e) = &failure {
+            tracing::debug!(replica = %self.label, error = %e, "health check failed");
+            probe.client = None;
         }
+        // A saturated server answers late: that is load, not failure. Taking it for down would
+        // turn the overload into fast 503s for every request (the journey's stage 4 measured
+        // it), so a failed check is only "slow" while requests to the replica still get answers,
+        // or while its query waits on a connection that is still open, up to a few times.
+        let answering = self.last_answer_ms.load(Relaxed) >= started_ms;
+        let waiting = matches!(failure, CheckFailure::TimedOut)
+            && probe.client.as_ref().is_some_and(|c| !c.is_closed())
+            && probe.slow_checks < HealthProbe::MAX_SLOW_CHECKS;
+        if answering || waiting {
+            probe.slow_checks += 1;
+            self.slow_checks.fetch_add(1, Relaxed);
+            return HealthCheck::Slow;
+        }
+        probe.client = None;
+        probe.slow_checks = 0;
+        HealthCheck::Down
+    }
+
+    /// Connects the health connection if needed and reads the replay position. Connecting gets
+    /// a longer bound than the query: a new backend (a fork and a SCRAM exchange) on a
+    /// saturated server can take seconds without anything being wrong.
+    async fn read_replay(
+        &self,
+        client: &mut Option<tokio_postgres::Client>,
+        timeout: Duration,
+    ) -> Result<(bool, Option<PgLsn>, Option<PgLsn>), CheckFailure> {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let connect_timeout = timeout.max(HealthProbe::MIN_CONNECT_TIMEOUT);
+            let mut pg: tokio_postgres::Config = self.url.parse()?;
+            pg.connect_timeout(connect_timeout);
+            pg.application_name("related-api-health");
+            let (c, connection) = tokio::time::timeout(connect_timeout, pg.connect(NoTls))
+                .await
+                .map_err(|_| CheckFailure::TimedOut)??;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            *client = Some(c);
+        }
+        let c = client.as_ref().expect("connected above");
+        let row = tokio::time::timeout(timeout, c.query_one(REPLAY_SQL, &[]))
+            .await
+            .map_err(|_| CheckFailure::TimedOut)??;
+        Ok((
+            row.get::<_, bool>(0),
+            row.get::<_, Option<PgLsn>>(1),
+            row.get::<_, Option<PgLsn>>(2),
+        ))
     }
 
     fn pool_state(&self) -> bb8::State {
@@ -275,7 +285,23 @@ struct HealthProbe {
     slow_checks: u32,
 }
 
+/// Why a health check got no answer.
+#[derive(Debug)]
+enum CheckFailure {
+    TimedOut,
+    Error(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for CheckFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CheckFailure::Error(e)
+    }
+}
+
 impl HealthProbe {
+    /// The least time a health connection gets to connect.
+    const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// Late answers in a row, with no request answered during the last of them, before the
     /// replica counts as down (a hung server keeps its TCP connections open; its requests also
     /// time out and ban it meanwhile).

@@ -228,25 +228,15 @@ pub async fn slow_health_check_is_not_a_failure(cluster: &Cluster) {
     config.query_timeout_ms = 500;
     let app = spawn_app(config).await;
     let db = cluster.connect(slow).await.unwrap();
+    // Exactly one health connection: this app's (earlier apps' close theirs as they stop).
+    let health_pids =
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'";
     let backend = eventually(Duration::from_secs(10), || async {
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .is_some()
+        db.query(health_pids, &[]).await.unwrap().len() == 1
     })
     .await;
     assert!(backend, "the health check connects");
-    let pid: i32 = db
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pid: i32 = db.query_one(health_pids, &[]).await.unwrap().get(0);
     signal(pid, "STOP");
     let went_slow = eventually(Duration::from_secs(10), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
