@@ -73,7 +73,8 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-# API processes by name: pid and port.
+# API processes by name: pid and port. The measurement blocks below run in this shell (their
+# output goes to files, not through a pipe), so the EXIT trap sees every API still running.
 declare -A API_PIDS API_PORTS
 # start_api NAME PORT [api flags...]
 start_api() {
@@ -181,7 +182,8 @@ mkdir -p "$ROUNDS_DIR"
   start_api roundtrip "$PORT" --pool-size "$CONC" --pool-check round-trip
   measure "api_uniform_roundtrip_check(pool${CONC})" wrk_run roundtrip uniform.lua "$CONC"
   stop_api roundtrip
-} | tee "$RESULTS"
+} >"$RESULTS"
+cat "$RESULTS"
 MAX=$(awk -v l="api_uniform(pool${SMALL_POOL})" '$1 == l {print $2}' "$RESULTS")
 # Half the maximum rate: connections * 1000 / (DELAY_MS + ~1 ms latency) = MAX / 2.
 DELAY_MS=10
@@ -190,6 +192,7 @@ export DELAY_MS
 WARM_RANKS=${WARM_RANKS:-300000}
 WARM_SECS=${WARM_SECS:-90}
 export WARM_RANKS
+PART2=$DIR/results-part2.txt
 {
   start_api paced "$PORT" --pool-size "$SMALL_POOL"
   measure "api_paced_half_rate(${PACED_CONNS}conns,${DELAY_MS}ms)" wrk_run paced paced.lua "$PACED_CONNS"
@@ -201,6 +204,7 @@ export WARM_RANKS
   read -r h1 m1 < <(cache_counts cache)
   echo "cache after warming $WARM_RANKS ranks for ${WARM_SECS}s (total hits $h0, misses $m0): measured runs $((h1 - h0)) hits, $((m1 - m0)) misses, hit ratio $(awk -v h=$((h1 - h0)) -v m=$((m1 - m0)) 'BEGIN {printf "%.3f", h / (h + m)}')" >&2
   stop_api cache
-} | tee -a "$RESULTS"
+} >"$PART2"
+tee -a "$RESULTS" <"$PART2"
 echo "machine: $(nproc) cores; $(free -h | awk '/^Mem/ {print $2 " RAM"}'); $(psql -qAt "$REPLICA_SU" -c 'SHOW server_version')"
 echo "raw outputs in $LOG"

@@ -45,7 +45,7 @@ pub struct Replica {
     pub queries: AtomicU64,
     pub failures: AtomicU64,
     pub bans: AtomicU64,
-    /// Health checks that timed out on an open connection (an overloaded server).
+    /// Health checks that failed while the replica looked loaded rather than down.
     pub slow_checks: AtomicU64,
     /// `now_ms()` of the last query that answered, 0 if none: proof of life the health check
     /// can lean on when its own query is stuck in the server's queue.
@@ -281,7 +281,7 @@ impl Replica {
 struct HealthProbe {
     client: Option<tokio_postgres::Client>,
     lag: ReplayLag,
-    /// Checks in a row that timed out on an open connection.
+    /// Checks in a row that came out slow.
     slow_checks: u32,
 }
 
@@ -302,9 +302,9 @@ impl HealthProbe {
     /// The least time a health connection gets to connect.
     const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Late answers in a row, with no request answered during the last of them, before the
-    /// replica counts as down (a hung server keeps its TCP connections open; its requests also
-    /// time out and ban it meanwhile).
+    /// Timed-out checks in a row on an open connection, with no request answered meanwhile,
+    /// before the replica counts as down (a hung server keeps its TCP connections open; its
+    /// requests also time out and ban it meanwhile).
     const MAX_SLOW_CHECKS: u32 = 3;
 }
 
@@ -312,8 +312,8 @@ impl HealthProbe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HealthCheck {
     Answered,
-    /// No answer within the timeout, on a connection that is still open: keep the replica's
-    /// state as it was.
+    /// No answer, but the replica looks loaded rather than down (requests to it still get
+    /// answers, or the check's query waits on an open connection): keep its state as it was.
     Slow,
     Down,
 }
@@ -479,24 +479,23 @@ impl ReplicaSet {
                 let Some(replica) = weak.upgrade() else {
                     return;
                 };
-                let outcome = replica.check(&mut probe, timeout).await;
-                if outcome == HealthCheck::Slow {
-                    drop(replica);
-                    tokio::time::sleep(interval).await;
-                    continue;
-                }
-                let ok = outcome == HealthCheck::Answered;
-                let was_healthy = replica.healthy.swap(ok, Relaxed);
-                if ok && !was_healthy {
-                    // It answers again: take it back at once rather than wait out the ban.
-                    replica.unban();
-                    tracing::info!(replica = %replica.label, "replica is back");
-                } else if !ok {
-                    if was_healthy {
-                        tracing::warn!(replica = %replica.label, "replica failed its health check");
+                match replica.check(&mut probe, timeout).await {
+                    // Load, not failure: the replica keeps the state it had.
+                    HealthCheck::Slow => {}
+                    HealthCheck::Answered => {
+                        if !replica.healthy.swap(true, Relaxed) {
+                            // It answers again: take it back at once rather than wait out the ban.
+                            replica.unban();
+                            tracing::info!(replica = %replica.label, "replica is back");
+                        }
                     }
-                    if !replica.is_banned() {
-                        replica.ban(ban, max_ban);
+                    HealthCheck::Down => {
+                        if replica.healthy.swap(false, Relaxed) {
+                            tracing::warn!(replica = %replica.label, "replica failed its health check");
+                        }
+                        if !replica.is_banned() {
+                            replica.ban(ban, max_ban);
+                        }
                     }
                 }
                 drop(replica);
@@ -682,7 +681,7 @@ impl ReplicaSet {
             (
                 "api_replica_slow_health_checks_total",
                 "counter",
-                "Health checks that timed out on an open connection (overload, not failure).",
+                "Failed health checks taken for overload, not failure (the replica kept its state).",
                 |r| r.slow_checks.load(Relaxed),
             ),
             (

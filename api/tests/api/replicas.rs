@@ -171,12 +171,11 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         replica_label(cluster, lagging),
         replica_label(cluster, current),
     );
-    let gauge = replica_gauge;
     let seen = eventually(Duration::from_secs(20), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
-        gauge(&text, "api_replica_lag_ms", &late) > Some(1000)
-            && gauge(&text, "api_replica_lag_ms", &fresh) <= Some(1000)
-            && gauge(&text, "api_replica_healthy", &fresh) == Some(1)
+        replica_gauge(&text, "api_replica_lag_ms", &late) > Some(1000)
+            && replica_gauge(&text, "api_replica_lag_ms", &fresh) <= Some(1000)
+            && replica_gauge(&text, "api_replica_healthy", &fresh) == Some(1)
     })
     .await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
