@@ -83,6 +83,21 @@ pub struct LoadArgs {
     /// maintenance_work_mem of each index-building session, in MiB.
     #[arg(long, env = "SEEDER_MAINTENANCE_WORK_MEM_MB", default_value_t = 1024)]
     pub maintenance_work_mem_mb: u32,
+    /// Seconds to wait for another seeder that is loading the same database before giving up
+    /// and naming it (0: do not wait).
+    #[arg(long = "lock-wait-secs", env = "SEEDER_LOCK_WAIT_SECS", default_value = "5", value_parser = parse_lock_wait)]
+    pub lock_wait: std::time::Duration,
+}
+
+/// Seconds from 0 to an hour: a wait past that is a stuck seeder, not a busy one.
+fn parse_lock_wait(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("`{text}` is outside 0 to 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +136,7 @@ impl LoadArgs {
         opts.no_index = self.no_index;
         opts.reset = self.reset;
         opts.maintenance_work_mem_mb = self.maintenance_work_mem_mb;
+        opts.lock_wait = self.lock_wait;
     }
 }
 

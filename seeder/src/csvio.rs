@@ -163,26 +163,40 @@ pub async fn import_csv(
         opts.chunk_rows
     );
     let mut client = db::connect(database_url).await?;
-    db::lock_load(&client).await?;
+    db::lock_load(&client, opts.seed.lock_wait).await?;
+    let result = import_locked(database_url, opts, &source, &reporter, &mut client, started).await;
+    db::unlock_load(&client).await;
+    result
+}
+
+/// The part of [`import_csv`] that runs under the load lock.
+async fn import_locked(
+    database_url: &str,
+    opts: &ImportOptions,
+    source: &str,
+    reporter: &Reporter,
+    client: &mut tokio_postgres::Client,
+    started: std::time::Instant,
+) -> Result<SeedSummary, SeedError> {
     if opts.seed.reset {
-        db::reset(&client).await?;
+        db::reset(client).await?;
     }
-    let ledger = db::begin_load(&client, &source).await?;
+    let ledger = db::begin_load(client, source).await?;
     let mut phase = reporter.phase("load", 0, 0);
     let mut loaded = 0;
     if !ledger.finished {
         for kind in [FileKind::Products, FileKind::Related] {
-            loaded += import_file(&mut client, opts, kind, &ledger, &mut phase).await?;
+            loaded += import_file(client, opts, kind, &ledger, &mut phase).await?;
         }
-        check_related_unique(&client, &opts.related_csv).await?;
-        db::mark_finished(&client).await?;
+        check_related_unique(client, &opts.related_csv).await?;
+        db::mark_finished(client).await?;
     }
     let load_seconds = phase.finish(loaded);
     finish_load(
         database_url,
         &opts.seed,
-        &reporter,
-        &client,
+        reporter,
+        client,
         loaded,
         load_seconds,
         started,

@@ -42,6 +42,10 @@ pub async fn connect(url: &str) -> Result<Client, SeedError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    // Named, so that a seeder waiting for the load lock can say who holds it.
+    if config.get_application_name().is_none() {
+        config.application_name("seeder");
+    }
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -66,17 +70,89 @@ fn describe_target(config: &Config) -> String {
     format!("{host}:{port}, database {dbname}")
 }
 
-/// Hold the load lock on this connection for its lifetime, so two seeders never interleave.
-pub async fn lock_load(client: &Client) -> Result<(), SeedError> {
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+/// Take the load lock on this connection, so two seeders never interleave. A seeder that holds
+/// it is waited for up to `wait` (inside the server, through `lock_timeout`); past that the error
+/// names the holder. Release it with [`unlock_load`] before the connection is dropped: a dropped
+/// connection's backend keeps the lock until the server notices, which a rerun started at once
+/// would otherwise find held.
+pub async fn lock_load(client: &Client, wait: Duration) -> Result<(), SeedError> {
+    if wait.is_zero() {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+            .await
+            .map_err(db("taking the load lock"))?
+            .get(0);
+        return if got {
+            Ok(())
+        } else {
+            Err(busy(client, wait).await)
+        };
+    }
+    let timeout = format!("{}ms", wait.as_millis().max(1));
+    client
+        .execute("SELECT set_config('lock_timeout', $1, false)", &[&timeout])
         .await
-        .map_err(db("taking the load lock"))?
-        .get(0);
-    if got {
-        Ok(())
-    } else {
-        Err(SeedError::Busy)
+        .map_err(db("setting the lock wait"))?;
+    let taken = client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+        .await;
+    client
+        .batch_execute("RESET lock_timeout")
+        .await
+        .map_err(db("resetting the lock wait"))?;
+    match taken {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(busy(client, wait).await)
+        }
+        Err(e) => Err(db("taking the load lock")(e)),
+    }
+}
+
+/// Give the load lock back; a no-op when this connection does not hold it. Errors are ignored:
+/// a connection that cannot run this has lost its backend, and the lock with it.
+pub async fn unlock_load(client: &Client) {
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOAD_LOCK_KEY])
+        .await;
+}
+
+/// The Busy error, naming the session that holds the lock (from `pg_locks` and
+/// `pg_stat_activity`) so the user can tell a live seeder from a forgotten one.
+async fn busy(client: &Client, waited: Duration) -> SeedError {
+    // A bigint advisory key is stored as two oids: the high half in classid, the low in objid.
+    let classid = (LOAD_LOCK_KEY >> 32) as u32;
+    let objid = LOAD_LOCK_KEY as u32;
+    let holder = client
+        .query_opt(
+            "SELECT a.pid, coalesce(host(a.client_addr), 'the local socket'), a.application_name,
+                    extract(epoch FROM now() - a.backend_start)::float8
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
+             LIMIT 1",
+            &[&classid, &objid],
+        )
+        .await;
+    let holder = match holder {
+        Ok(Some(row)) => {
+            let pid: i32 = row.get(0);
+            let addr: String = row.get(1);
+            let app: String = row.get(2);
+            let secs: f64 = row.get(3);
+            let app = if app.is_empty() {
+                "(none)".to_string()
+            } else {
+                app
+            };
+            format!("server process {pid}, connected from {addr}, application {app}, running for {secs:.0} s")
+        }
+        Ok(None) => "it has just finished; rerun".to_string(),
+        Err(e) => format!("its session could not be looked up: {}", pg_reason(&e)),
+    };
+    SeedError::Busy {
+        holder,
+        waited_secs: waited.as_secs_f64(),
     }
 }
 

@@ -22,8 +22,8 @@ pub enum SeedError {
     },
     #[error("tables products/related_items already hold rows that this seeder did not load; add --reset to drop them and start over")]
     ForeignRows,
-    #[error("another seeder is loading this database right now; wait for it to finish")]
-    Busy,
+    #[error("another seeder is loading this database right now ({holder}); waited {waited_secs:.1} s for it: wait for it to finish, or raise --lock-wait-secs")]
+    Busy { holder: String, waited_secs: f64 },
     #[error("invalid options: {0}")]
     Options(String),
     #[error("{}: line {line}, column `{column}`: {reason} (value {value:?})", file.display())]

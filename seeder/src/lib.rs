@@ -52,6 +52,8 @@ pub struct SeedOptions {
     pub maintenance_work_mem_mb: u32,
     /// max_parallel_maintenance_workers for each index-building session.
     pub index_workers: usize,
+    /// How long to wait for another seeder's load lock before saying who holds it.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for SeedOptions {
@@ -68,6 +70,7 @@ impl Default for SeedOptions {
             quiet: false,
             maintenance_work_mem_mb: 1024,
             index_workers: cores.saturating_sub(1).max(1),
+            lock_wait: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -129,25 +132,39 @@ pub async fn seed(database_url: &str, opts: &SeedOptions) -> Result<SeedSummary,
     };
     let reporter = Reporter::new(opts.quiet);
     let client = db::connect(database_url).await?;
-    db::lock_load(&client).await?;
+    db::lock_load(&client, opts.lock_wait).await?;
+    let result = seed_locked(database_url, opts, &plan, &reporter, &client, started).await;
+    db::unlock_load(&client).await;
+    result
+}
+
+/// The part of [`seed`] that runs under the load lock.
+async fn seed_locked(
+    database_url: &str,
+    opts: &SeedOptions,
+    plan: &Plan,
+    reporter: &Reporter,
+    client: &tokio_postgres::Client,
+    started: Instant,
+) -> Result<SeedSummary, SeedError> {
     if opts.reset {
-        db::reset(&client).await?;
+        db::reset(client).await?;
     }
-    let ledger = db::begin_load(&client, &plan.source()).await?;
+    let ledger = db::begin_load(client, &plan.source()).await?;
     let (loaded, load_seconds) = if ledger.finished {
         reporter.line("load    already complete");
         (0, 0.0)
     } else {
         let loaded =
-            load::load_generated(database_url, &plan, &ledger, opts.workers, &reporter).await?;
-        db::mark_finished(&client).await?;
+            load::load_generated(database_url, plan, &ledger, opts.workers, reporter).await?;
+        db::mark_finished(client).await?;
         loaded
     };
     finish_load(
         database_url,
         opts,
-        &reporter,
-        &client,
+        reporter,
+        client,
         loaded,
         load_seconds,
         started,

@@ -5,5 +5,6 @@ mod csv;
 mod determinism;
 mod errors;
 mod helpers;
+mod lock;
 mod replicas;
 mod resume;
