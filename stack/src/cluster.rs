@@ -125,7 +125,7 @@ struct ClusterState {
 }
 
 /// A running primary and its replicas. Dropping it stops every server and removes the data,
-/// unless [`Cluster::keep`] was called (the `stack up` command keeps it for a later `down`).
+/// unless [`Cluster::keep`] was called (`loadgen up` keeps it for a later `loadgen down`).
 pub struct Cluster {
     dir: PathBuf,
     bins: PgBinaries,
@@ -176,7 +176,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Find a cluster that an earlier `stack up` left running.
+    /// Find a cluster that an earlier `loadgen up` left running.
     pub fn open(dir: &Path) -> Result<Cluster> {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path)
@@ -243,6 +243,11 @@ impl Cluster {
             .into_iter()
             .map(|i| self.api_url(i))
             .collect()
+    }
+
+    /// The folder holding a node's data, log and Unix socket.
+    pub fn server_folder(&self, node: usize) -> PathBuf {
+        self.server_dir(node).node_dir
     }
 
     /// The postmaster PID of a node, if it runs.
@@ -388,6 +393,7 @@ impl Cluster {
                 "unix_socket_directories".into(),
                 format!("'{}'", dir.node_dir.display()),
             ),
+            ("unix_socket_permissions".into(), "0700".into()),
             (
                 "cluster_name".into(),
                 format!("'{}'", self.state.nodes[node].name),

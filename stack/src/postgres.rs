@@ -96,14 +96,23 @@ impl ServerDir {
         crate::process::pid_alive(pid).then_some(pid)
     }
 
+    /// The node's folder, closed to everyone but its owner: it holds the Unix socket and the
+    /// server log, and other local users have no business with either.
+    fn create_private(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.node_dir)
+            .map_err(io_err(format!("create {}", self.node_dir.display())))?;
+        std::fs::set_permissions(&self.node_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod {}", self.node_dir.display())))
+    }
+
     pub fn initdb(
         &self,
         bins: &PgBinaries,
         user: &ServerUser,
         superuser_password: &str,
     ) -> Result<()> {
-        std::fs::create_dir_all(&self.node_dir)
-            .map_err(io_err(format!("create {}", self.node_dir.display())))?;
+        self.create_private()?;
         let pwfile = self.node_dir.join("pwfile");
         std::fs::write(&pwfile, superuser_password).map_err(io_err("write pwfile"))?;
         user.own(&self.node_dir)?;
@@ -112,7 +121,9 @@ impl ServerDir {
                 .arg("-D")
                 .arg(self.data())
                 .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
-                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                // A password on the socket too: `peer` would let any process of the server
+                // user in as the superuser, and nothing of ours connects through the socket.
+                .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"])
                 .arg(format!("--pwfile={}", pwfile.display())),
         );
         let _ = std::fs::remove_file(&pwfile);
@@ -129,8 +140,7 @@ impl ServerDir {
         superuser_password: &str,
         slot: &str,
     ) -> Result<()> {
-        std::fs::create_dir_all(&self.node_dir)
-            .map_err(io_err(format!("create {}", self.node_dir.display())))?;
+        self.create_private()?;
         user.own(&self.node_dir)?;
         let conninfo = format!(
             "host=127.0.0.1 port={primary_port} user=postgres password={superuser_password} application_name={slot}"

@@ -1,5 +1,6 @@
 //! Integration tests of the local topology against real PostgreSQL servers and nginx.
 
+mod access;
 mod budget;
 mod cluster;
 mod nginx;
