@@ -1,34 +1,9 @@
-//! The `stack` command: bring a topology up, show it, take it down.
+//! The topology flags and status text shared by the commands that start a topology
+//! (`loadgen up`, the one owner of up/status/down; the stack crate itself has no binary).
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-
 use crate::{Cluster, ClusterSpec, PgSettings};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "stack",
-    version,
-    about = "Local PostgreSQL primary with streaming read replicas"
-)]
-pub struct Cli {
-    /// Directory holding the topology's state (and its data, where the server user can reach it).
-    #[arg(long, env = "STACK_DIR", default_value = ".stack", global = true)]
-    pub dir: PathBuf,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Create and start a primary and N streaming read replicas, and leave them running.
-    Up(UpArgs),
-    /// Show each server, its port and whether it runs, and the URLs to connect with.
-    Status,
-    /// Stop every server this topology started and remove its files.
-    Down,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -67,21 +42,4 @@ pub fn print_status(cluster: &Cluster) {
         "replicas (API role): {}",
         cluster.replica_api_urls().join(",")
     );
-}
-
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Up(args) => {
-            let mut cluster = Cluster::create(args.spec(cli.dir)).await?;
-            cluster.keep();
-            print_status(&cluster);
-        }
-        Command::Status => print_status(&Cluster::open(&cli.dir)?),
-        Command::Down => {
-            let cluster = Cluster::open(&cli.dir)?;
-            cluster.down()?;
-            println!("stopped and removed {}", cli.dir.display());
-        }
-    }
-    Ok(())
 }

@@ -31,9 +31,9 @@ pub enum StackError {
     Command { command: String, detail: String },
     #[error("port {0} on 127.0.0.1 is already in use; pick another or leave the port unset to get a free one")]
     PortInUse(u16),
-    #[error("{0} is already running a topology (pid {1}); run `stack down --dir {0}` first")]
+    #[error("{0} is already running a topology (pid {1}); run `loadgen down --dir {0}` first")]
     AlreadyRunning(String, i32),
-    #[error("no topology found in {0}; run `stack up` first")]
+    #[error("no topology found in {0}; run `loadgen up --dir {0}` first")]
     NotFound(String),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },

@@ -121,6 +121,6 @@ async fn a_crashed_run_is_cleaned_up() {
         .await
         .err()
         .unwrap();
-    assert!(err.to_string().contains("stack down"), "{err}");
+    assert!(err.to_string().contains("loadgen down"), "{err}");
     Cluster::open(&path).unwrap().down().unwrap();
 }
