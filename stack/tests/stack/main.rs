@@ -4,6 +4,7 @@ mod access;
 mod budget;
 mod cluster;
 mod nginx;
+mod restart;
 
 /// A fresh directory that the postgres system user can reach (tests run as root in CI).
 pub fn test_dir() -> tempfile::TempDir {

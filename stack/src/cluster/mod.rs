@@ -1,5 +1,8 @@
 //! A primary with streaming read replicas: creating it, finding it again from its state file,
 //! stopping single nodes (to test failover), adding replicas, and tearing it all down.
+//! Bringing an existing topology back up without losing its data is in [`restart`].
+
+mod restart;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -243,6 +246,12 @@ impl Cluster {
             .into_iter()
             .map(|i| self.api_url(i))
             .collect()
+    }
+
+    /// Where the servers' folders live: the topology's own folder, or a private one under the
+    /// temp dir when the server user cannot reach it.
+    pub fn data_root(&self) -> &Path {
+        &self.state.data_root
     }
 
     /// The folder holding a node's data, log and Unix socket.
