@@ -26,6 +26,58 @@ pub struct NginxSettings {
     pub worker_connections: usize,
     pub worker_rlimit_nofile: usize,
     pub upstream_keepalive: usize,
+    /// Per-client limits; `None` for none (the story's nginx had none).
+    #[serde(default)]
+    pub client_limits: Option<ClientLimits>,
+}
+
+/// What one client address may use of the edge: requests per second with a burst on top, and
+/// open connections (a slow client holds one each). Addresses in `exempt` are not limited: the
+/// load generator's own runs come from loopback and must measure the servers, not the limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientLimits {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub connections: u32,
+    /// CIDR blocks (nginx `geo` syntax) left unlimited.
+    pub exempt: Vec<String>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 100,
+            burst: 200,
+            connections: 64,
+            exempt: vec!["127.0.0.0/8".into()],
+        }
+    }
+}
+
+impl ClientLimits {
+    fn zones(&self) -> String {
+        let exempt: String = self
+            .exempt
+            .iter()
+            .map(|net| format!("        {net} 1;\n"))
+            .collect();
+        format!(
+            "    geo $client_limit_exempt {{\n        default 0;\n{exempt}    }}\n\
+             \x20   map $client_limit_exempt $client_limit_key {{\n        1 \"\";\n        default $binary_remote_addr;\n    }}\n\
+             \x20   limit_req_zone $client_limit_key zone=per_client:10m rate={}r/s;\n\
+             \x20   limit_conn_zone $client_limit_key zone=client_conns:10m;\n\
+             \x20   limit_req_status 429;\n\
+             \x20   limit_conn_status 429;",
+            self.requests_per_second
+        )
+    }
+
+    fn location(&self) -> String {
+        format!(
+            "            limit_req zone=per_client burst={} nodelay;\n            limit_conn client_conns {};",
+            self.burst, self.connections
+        )
+    }
 }
 
 impl NginxSettings {
@@ -36,6 +88,7 @@ impl NginxSettings {
             worker_connections: 16384,
             worker_rlimit_nofile: 65536,
             upstream_keepalive: 256,
+            client_limits: Some(ClientLimits::default()),
         }
     }
 
@@ -47,6 +100,7 @@ impl NginxSettings {
             worker_connections: 128,
             worker_rlimit_nofile: 128,
             upstream_keepalive: 0,
+            client_limits: None,
         }
     }
 }
@@ -99,6 +153,22 @@ pub fn render(settings: &NginxSettings, port: u16, dir: &Path, upstreams: &[Sock
         .replace(
             "{{next_upstream_tries}}",
             &upstreams.len().clamp(1, 3).to_string(),
+        )
+        .replace(
+            "{{rate_limit_zones}}",
+            &settings
+                .client_limits
+                .as_ref()
+                .map(ClientLimits::zones)
+                .unwrap_or_default(),
+        )
+        .replace(
+            "{{rate_limit}}",
+            &settings
+                .client_limits
+                .as_ref()
+                .map(ClientLimits::location)
+                .unwrap_or_default(),
         )
         .replace("{{port}}", &port.to_string())
         .replace("{{dir}}", &dir.display().to_string())

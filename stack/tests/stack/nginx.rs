@@ -1,7 +1,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use stack::nginx::{render, Nginx, NginxSettings};
+use stack::nginx::{render, ClientLimits, Nginx, NginxSettings};
 
 use crate::test_dir;
 
@@ -80,4 +80,94 @@ fn nginx_proxies_to_its_upstreams_and_stops() {
     let port = nginx.port();
     nginx.stop();
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// One request over a fresh connection; the whole reply.
+fn request(port: u16, head: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn the_edge_serves_the_public_api_only() {
+    let dir = test_dir();
+    let up = tiny_upstream("from the api");
+    for settings in [NginxSettings::tuned(), NginxSettings::untuned()] {
+        let nginx = Nginx::start(&settings, dir.path(), &[up], None).unwrap();
+        let port = nginx.port();
+        let metrics = request(
+            port,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
+        assert!(metrics.contains("\"code\":\"not_found\""), "{metrics}");
+        assert!(!metrics.contains("from the api"), "{metrics}");
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let reply = request(
+                port,
+                &format!("{method} /products/1/related HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            );
+            assert!(reply.starts_with("HTTP/1.1 405"), "{method}: {reply}");
+            assert!(
+                reply.contains("Allow: GET, HEAD, OPTIONS"),
+                "{method}: {reply}"
+            );
+        }
+        for method in ["GET", "OPTIONS"] {
+            let reply = request(
+                port,
+                &format!(
+                    "{method} /products/1/related HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                ),
+            );
+            assert!(reply.starts_with("HTTP/1.1 200"), "{method}: {reply}");
+        }
+        let huge = format!(
+            "GET /products/1/related HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(16 * 1024)
+        );
+        let reply = request(port, &huge);
+        assert!(
+            reply.starts_with("HTTP/1.1 400"),
+            "oversized header: {reply}"
+        );
+    }
+}
+
+#[test]
+fn one_client_past_its_burst_gets_429_and_loopback_can_be_exempt() {
+    let dir = test_dir();
+    let up = tiny_upstream("ok");
+    let get = "GET /products/1/related HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let limited = NginxSettings {
+        client_limits: Some(ClientLimits {
+            requests_per_second: 1,
+            burst: 5,
+            connections: 64,
+            exempt: vec![],
+        }),
+        ..NginxSettings::tuned()
+    };
+    let nginx = Nginx::start(&limited, dir.path(), &[up], None).unwrap();
+    let statuses: Vec<String> = (0..20)
+        .map(|_| request(nginx.port(), get)[9..12].to_string())
+        .collect();
+    let ok = statuses.iter().filter(|s| *s == "200").count();
+    let refused = statuses.iter().filter(|s| *s == "429").count();
+    assert_eq!(ok + refused, 20, "{statuses:?}");
+    assert!(
+        (6..=8).contains(&ok),
+        "the burst of 5 and about one more: {statuses:?}"
+    );
+    drop(nginx);
+
+    // The default exempts loopback, where the load generator runs.
+    let dir = test_dir();
+    let nginx = Nginx::start(&NginxSettings::tuned(), dir.path(), &[up], None).unwrap();
+    for _ in 0..300 {
+        assert!(request(nginx.port(), get).starts_with("HTTP/1.1 200"));
+    }
 }
