@@ -7,10 +7,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::config::CacheSettings;
+use crate::counters::Counters;
 use crate::error::HttpError;
-use crate::metrics::Metrics;
 use crate::render::Rendered;
 
 /// The shape of the response a key renders to.
@@ -34,17 +34,17 @@ pub type CachedResponse = Result<Rendered, HttpError>;
 
 pub struct ResponseCache {
     cache: moka::future::Cache<CacheKey, Arc<CachedResponse>>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
 }
 
 impl ResponseCache {
-    pub fn new(capacity: u64, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &CacheSettings, counters: Arc<Counters>) -> Self {
         Self {
             cache: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
+                .max_capacity(settings.capacity.get())
+                .time_to_live(settings.ttl)
                 .build(),
-            metrics,
+            counters,
         }
     }
 
@@ -58,11 +58,11 @@ impl ResponseCache {
     where
         F: std::future::Future<Output = Result<CachedResponse, HttpError>>,
     {
-        self.metrics.cache_lookups.fetch_add(1, Relaxed);
-        let metrics = &self.metrics;
+        self.counters.cache_lookups.fetch_add(1, Relaxed);
+        let counters = &self.counters;
         self.cache
             .try_get_with(key, async move {
-                metrics.cache_misses.fetch_add(1, Relaxed);
+                counters.cache_misses.fetch_add(1, Relaxed);
                 load.await.map(Arc::new)
             })
             .await

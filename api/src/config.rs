@@ -1,6 +1,11 @@
-//! Every knob of the API as one `clap::Args` struct, so that the `api` binary and the load
-//! generator's own subcommand (which flattens it) expose the same flags and environment variables.
+//! The API's configuration: every knob as one `clap::Args` struct ([`Config`]), so that the `api`
+//! binary and the load generator's own subcommand (which flattens it) expose the same flags and
+//! environment variables; and [`Config::validate`], which checks it once at start into typed
+//! [`Settings`] (durations, bounded sizes) or refuses it with a [`ConfigError`] naming the flag.
+//! Nothing past start clamps a value: the rest of the crate reads only [`Settings`].
 
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -124,6 +129,145 @@ pub struct Config {
     pub log_requests: bool,
 }
 
+/// A configuration value that makes no sense, named by its flag and its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {flag} ({env}) must be {expected}; got {got}")]
+    OutOfRange {
+        flag: &'static str,
+        env: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "invalid configuration: --max-ban-ms (API_MAX_BAN_MS) must be at least --ban-ms \
+         (API_BAN_MS, {ban_ms}); got {max_ban_ms}"
+    )]
+    BanOrder { ban_ms: u64, max_ban_ms: u64 },
+}
+
+/// Bounds of the checked values. Timeouts and intervals stop at an hour: past that a value is a
+/// typo (seconds given as milliseconds), and deadlines stay far from `Instant` overflow.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Milliseconds of a timeout, an interval or a ban.
+    pub const TIMEOUT_MS: RangeInclusive<u64> = 1..=3_600_000;
+    /// The shutdown grace may be zero: stop at once.
+    pub const SHUTDOWN_GRACE_MS: RangeInclusive<u64> = 0..=3_600_000;
+    /// Health checks more often than this would be load, not checks.
+    pub const HEALTH_INTERVAL_MS: RangeInclusive<u64> = 10..=3_600_000;
+    /// Connections per replica pool (bb8 needs at least one).
+    pub const POOL_SIZE: RangeInclusive<u32> = 1..=10_000;
+    /// Requests served at once (tokio's semaphore holds at most `usize::MAX >> 3` permits).
+    pub const MAX_CONCURRENT_REQUESTS: RangeInclusive<usize> = 1..=(usize::MAX >> 3);
+    /// Request head bytes: hyper refuses a buffer under 8 KiB; 1 MiB of headers is no request.
+    pub const MAX_HEADER_BYTES: RangeInclusive<usize> = 8192..=1 << 20;
+    /// Headers in one request.
+    pub const MAX_HEADERS: RangeInclusive<usize> = 1..=1024;
+    /// Seconds a cached response lives (moka refuses more than 1000 years; a year is plenty).
+    pub const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=365 * 24 * 3600;
+    /// Runtime worker threads of the `api` binary.
+    pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
+}
+
+/// The validated configuration: what the server runs with. Built by [`Config::validate`] (and
+/// by nothing outside this crate: it is `non_exhaustive`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    pub listen: String,
+    /// Replica URLs from `--replica`, in order (the replica set adds the replica file's).
+    pub replicas: Vec<String>,
+    pub replica_file: Option<PathBuf>,
+    pub primary_fallback: Option<String>,
+    pub pool: PoolSettings,
+    /// `None` when the cache is off.
+    pub cache: Option<CacheSettings>,
+    pub max_age_secs: u64,
+    pub allowed_origins: Vec<String>,
+    pub request_timeout: Duration,
+    pub query_timeout: Duration,
+    pub max_concurrent_requests: NonZeroUsize,
+    pub header_read_timeout: Duration,
+    /// At least 8192 (hyper's smallest buffer) and at most 1 MiB, so it also fits HTTP/2's u32.
+    pub max_header_bytes: usize,
+    pub max_headers: NonZeroUsize,
+    /// First ban of a failing replica (at least 1 ms).
+    pub ban: Duration,
+    /// Longest ban (at least `ban`).
+    pub max_ban: Duration,
+    /// At least 10 ms.
+    pub health_interval: Duration,
+    pub max_replica_lag: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub log_json: bool,
+    pub log_requests: bool,
+}
+
+/// One replica pool's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub size: NonZeroU32,
+    /// At least 1 ms.
+    pub wait: Duration,
+    pub check: PoolCheck,
+}
+
+/// The response cache's settings, present only when the cache is on.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub capacity: NonZeroU64,
+    /// At least one second.
+    pub ttl: Duration,
+}
+
+/// `value` if it lies in `range`, else the error naming `flag` and `env`.
+fn in_range<T>(
+    flag: &'static str,
+    env: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            flag,
+            env,
+            expected: format!("from {} to {}", range.start(), range.end()),
+            got: value.to_string(),
+        })
+    }
+}
+
+fn millis(
+    flag: &'static str,
+    env: &'static str,
+    value: u64,
+    range: RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    in_range(flag, env, value, range).map(Duration::from_millis)
+}
+
+/// The `api` binary's `--worker-threads`, checked like the rest.
+pub fn worker_threads(threads: Option<usize>) -> Result<Option<NonZeroUsize>, ConfigError> {
+    threads
+        .map(|n| {
+            in_range(
+                "--worker-threads",
+                "API_WORKER_THREADS",
+                n,
+                limits::WORKER_THREADS,
+            )
+            .map(|n| NonZeroUsize::new(n).expect("the range starts at 1"))
+        })
+        .transpose()
+}
+
 impl Config {
     /// A configuration with every default and the given replicas (for tests and embedding).
     pub fn with_replicas(replicas: Vec<String>) -> Config {
@@ -140,45 +284,278 @@ impl Config {
         config
     }
 
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    /// Checks every value once and turns it into what the server runs with; the first value
+    /// out of its range is refused with a message that names the flag and its variable.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        use limits::*;
+        let pool_size = in_range("--pool-size", "API_POOL_SIZE", self.pool_size, POOL_SIZE)?;
+        let pool = PoolSettings {
+            size: NonZeroU32::new(pool_size).expect("the range starts at 1"),
+            wait: millis(
+                "--pool-wait-ms",
+                "API_POOL_WAIT_MS",
+                self.pool_wait_ms,
+                TIMEOUT_MS,
+            )?,
+            check: self.pool_check,
+        };
+        let ttl = in_range(
+            "--cache-ttl-secs",
+            "API_CACHE_TTL_SECS",
+            self.cache_ttl_secs,
+            CACHE_TTL_SECS,
+        )?;
+        let cache = NonZeroU64::new(self.cache_capacity).map(|capacity| CacheSettings {
+            capacity,
+            ttl: Duration::from_secs(ttl),
+        });
+        let request_timeout = millis(
+            "--request-timeout-ms",
+            "API_REQUEST_TIMEOUT_MS",
+            self.request_timeout_ms,
+            TIMEOUT_MS,
+        )?;
+        let query_timeout = millis(
+            "--query-timeout-ms",
+            "API_QUERY_TIMEOUT_MS",
+            self.query_timeout_ms,
+            TIMEOUT_MS,
+        )?;
+        let max_concurrent_requests = in_range(
+            "--max-concurrent-requests",
+            "API_MAX_CONCURRENT_REQUESTS",
+            self.max_concurrent_requests,
+            MAX_CONCURRENT_REQUESTS,
+        )?;
+        let header_read_timeout = millis(
+            "--header-read-timeout-ms",
+            "API_HEADER_READ_TIMEOUT_MS",
+            self.header_read_timeout_ms,
+            TIMEOUT_MS,
+        )?;
+        let max_header_bytes = in_range(
+            "--max-header-bytes",
+            "API_MAX_HEADER_BYTES",
+            self.max_header_bytes,
+            MAX_HEADER_BYTES,
+        )?;
+        let max_headers = in_range(
+            "--max-headers",
+            "API_MAX_HEADERS",
+            self.max_headers,
+            MAX_HEADERS,
+        )?;
+        let ban = millis("--ban-ms", "API_BAN_MS", self.ban_ms, TIMEOUT_MS)?;
+        let max_ban = millis(
+            "--max-ban-ms",
+            "API_MAX_BAN_MS",
+            self.max_ban_ms,
+            TIMEOUT_MS,
+        )?;
+        if max_ban < ban {
+            return Err(ConfigError::BanOrder {
+                ban_ms: self.ban_ms,
+                max_ban_ms: self.max_ban_ms,
+            });
+        }
+        let health_interval = millis(
+            "--health-interval-ms",
+            "API_HEALTH_INTERVAL_MS",
+            self.health_interval_ms,
+            HEALTH_INTERVAL_MS,
+        )?;
+        let shutdown_grace = millis(
+            "--shutdown-grace-ms",
+            "API_SHUTDOWN_GRACE_MS",
+            self.shutdown_grace_ms,
+            SHUTDOWN_GRACE_MS,
+        )?;
+        Ok(Settings {
+            listen: self.listen.clone(),
+            replicas: self.replicas.clone(),
+            replica_file: self.replica_file.clone(),
+            primary_fallback: self.primary_fallback.clone(),
+            pool,
+            cache,
+            max_age_secs: self.max_age_secs,
+            allowed_origins: self.allowed_origins.clone(),
+            request_timeout,
+            query_timeout,
+            max_concurrent_requests: NonZeroUsize::new(max_concurrent_requests)
+                .expect("the range starts at 1"),
+            header_read_timeout,
+            max_header_bytes,
+            max_headers: NonZeroUsize::new(max_headers).expect("the range starts at 1"),
+            ban,
+            max_ban,
+            health_interval,
+            max_replica_lag: self.max_replica_lag_ms.map(Duration::from_millis),
+            shutdown_grace,
+            log_json: self.log_json,
+            log_requests: self.log_requests,
+        })
     }
-    pub fn query_timeout(&self) -> Duration {
-        Duration::from_millis(self.query_timeout_ms)
-    }
-    pub fn pool_wait(&self) -> Duration {
-        Duration::from_millis(self.pool_wait_ms)
-    }
-    pub fn health_interval(&self) -> Duration {
-        Duration::from_millis(self.health_interval_ms)
-    }
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::with_replicas(vec!["postgres://u@127.0.0.1:5432/related".into()])
     }
 
-    /// The replica URLs from the flags and the replica file, deduplicated, in order.
-    pub fn replica_urls(&self) -> Result<Vec<String>, crate::ApiError> {
-        let mut urls: Vec<String> = self
-            .replicas
-            .iter()
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty())
-            .collect();
-        if let Some(path) = &self.replica_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| crate::ApiError::ReplicaFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            urls.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
+    /// The flag named by a refusal.
+    fn refused_flag(config: &Config) -> &'static str {
+        match config.validate() {
+            Err(ConfigError::OutOfRange { flag, .. }) => flag,
+            Err(ConfigError::BanOrder { .. }) => "--max-ban-ms",
+            Ok(_) => panic!("accepted: {config:?}"),
         }
-        let mut seen = std::collections::HashSet::new();
-        urls.retain(|u| seen.insert(u.clone()));
-        Ok(urls)
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        let s = config().validate().expect("defaults validate");
+        assert_eq!(s.pool.size.get(), 16);
+        assert_eq!(s.pool.wait, Duration::from_millis(1000));
+        assert!(s.cache.is_none(), "the cache is off by default");
+        assert_eq!(s.request_timeout, Duration::from_millis(2000));
+        assert_eq!(s.query_timeout, Duration::from_millis(1000));
+        assert_eq!(s.ban, Duration::from_millis(1000));
+        assert_eq!(s.max_ban, Duration::from_millis(30000));
+        assert_eq!(s.health_interval, Duration::from_millis(500));
+        assert_eq!(s.max_replica_lag, None);
+        assert_eq!(s.max_header_bytes, 16384);
+        assert_eq!(s.max_headers.get(), 64);
+    }
+
+    #[test]
+    fn a_cache_capacity_turns_the_cache_on() {
+        let mut c = config();
+        c.cache_capacity = 1000;
+        c.cache_ttl_secs = 60;
+        let cache = c.validate().unwrap().cache.expect("cache on");
+        assert_eq!(cache.capacity.get(), 1000);
+        assert_eq!(cache.ttl, Duration::from_secs(60));
+    }
+
+    /// Puts one nonsense value into a configuration.
+    type Breaker = fn(&mut Config);
+
+    /// Each nonsense value, with the flag its refusal must name.
+    fn nonsense() -> Vec<(&'static str, Breaker)> {
+        vec![
+            ("--pool-size", |c| c.pool_size = 0),
+            ("--pool-size", |c| c.pool_size = 100_000),
+            ("--pool-wait-ms", |c| c.pool_wait_ms = 0),
+            ("--cache-ttl-secs", |c| c.cache_ttl_secs = 0),
+            ("--request-timeout-ms", |c| c.request_timeout_ms = 0),
+            ("--request-timeout-ms", |c| c.request_timeout_ms = u64::MAX),
+            ("--query-timeout-ms", |c| c.query_timeout_ms = 0),
+            ("--max-concurrent-requests", |c| {
+                c.max_concurrent_requests = 0
+            }),
+            ("--max-concurrent-requests", |c| {
+                c.max_concurrent_requests = usize::MAX
+            }),
+            ("--header-read-timeout-ms", |c| c.header_read_timeout_ms = 0),
+            ("--max-header-bytes", |c| c.max_header_bytes = 100),
+            ("--max-header-bytes", |c| c.max_header_bytes = usize::MAX),
+            ("--max-headers", |c| c.max_headers = 0),
+            ("--ban-ms", |c| c.ban_ms = 0),
+            ("--max-ban-ms", |c| c.max_ban_ms = 0),
+            ("--max-ban-ms", |c| {
+                c.ban_ms = 1000;
+                c.max_ban_ms = 500;
+            }),
+            ("--health-interval-ms", |c| c.health_interval_ms = 0),
+            ("--health-interval-ms", |c| c.health_interval_ms = 5),
+            ("--shutdown-grace-ms", |c| c.shutdown_grace_ms = u64::MAX),
+        ]
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_flag_named() {
+        for (flag, break_it) in nonsense() {
+            let mut c = config();
+            break_it(&mut c);
+            assert_eq!(refused_flag(&c), flag, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_reads_clearly() {
+        let mut c = config();
+        c.pool_size = 0;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: --pool-size (API_POOL_SIZE) must be from 1 to 10000; got 0"
+        );
+        let mut c = config();
+        c.max_ban_ms = 10;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: --max-ban-ms (API_MAX_BAN_MS) must be at least --ban-ms \
+             (API_BAN_MS, 1000); got 10"
+        );
+    }
+
+    #[test]
+    fn edges_of_the_ranges_are_accepted() {
+        let mut c = config();
+        c.pool_size = 1;
+        c.pool_wait_ms = 1;
+        c.max_header_bytes = 8192;
+        c.max_headers = 1;
+        c.ban_ms = 5;
+        c.max_ban_ms = 5;
+        c.health_interval_ms = 10;
+        c.shutdown_grace_ms = 0;
+        c.max_concurrent_requests = 1;
+        c.max_replica_lag_ms = Some(0);
+        let s = c.validate().expect("edges validate");
+        assert_eq!(s.ban, s.max_ban);
+        assert_eq!(s.shutdown_grace, Duration::ZERO);
+        assert_eq!(s.max_replica_lag, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn worker_threads_must_be_positive() {
+        assert_eq!(worker_threads(None), Ok(None));
+        assert_eq!(worker_threads(Some(2)).unwrap().unwrap().get(), 2);
+        assert!(matches!(
+            worker_threads(Some(0)),
+            Err(ConfigError::OutOfRange {
+                flag: "--worker-threads",
+                ..
+            })
+        ));
+    }
+
+    /// Every flag and variable a refusal names is one the command line really has.
+    #[test]
+    fn refusals_name_real_flags_and_variables() {
+        use clap::Args;
+        let command = Config::augment_args(clap::Command::new("api"));
+        let known: Vec<(String, String)> = command
+            .get_arguments()
+            .filter_map(|a| {
+                Some((
+                    format!("--{}", a.get_long()?),
+                    a.get_env()?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        for (_, break_it) in nonsense() {
+            let mut c = config();
+            break_it(&mut c);
+            if let Err(ConfigError::OutOfRange { flag, env, .. }) = c.validate() {
+                assert!(
+                    known.contains(&(flag.to_string(), env.to_string())),
+                    "{flag} ({env}) is not a flag of the command line"
+                );
+            }
+        }
     }
 }

@@ -23,6 +23,8 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,

@@ -1,5 +1,7 @@
 //! The HTTP layer: routing, parameter validation, the JSON contract, ETag/304, Cache-Control,
-//! CORS, the concurrency bound, the per-request deadline, request ids and per-request metrics.
+//! CORS, the concurrency bound, the per-request deadline, request ids and per-request counters.
+//! `/metrics` serves what [`crate::metrics`] renders from snapshots of the counters, the
+//! replicas and the cache.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -12,9 +14,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::cache::{CacheKey, CachedResponse, ResponseCache, Shape};
-use crate::config::Config;
+use crate::config::Settings;
+use crate::counters::{Counters, RouteLabel};
 use crate::error::HttpError;
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::{self, Exposition};
 use crate::query::Lookup;
 use crate::render;
 use crate::replicas::ReplicaSet;
@@ -31,7 +34,7 @@ const MAX_PATH_BYTES: usize = 2048;
 /// Shared state of the server: one per process, behind an `Arc` in every connection task.
 pub struct App {
     pub replicas: Arc<ReplicaSet>,
-    pub metrics: Arc<Metrics>,
+    pub counters: Arc<Counters>,
     cache: Option<ResponseCache>,
     limiter: Arc<Semaphore>,
     request_timeout: std::time::Duration,
@@ -63,15 +66,12 @@ impl Cors {
 }
 
 impl App {
-    pub fn new(config: &Config, replicas: Arc<ReplicaSet>, metrics: Arc<Metrics>) -> App {
-        let cache = (config.cache_capacity > 0).then(|| {
-            ResponseCache::new(
-                config.cache_capacity,
-                std::time::Duration::from_secs(config.cache_ttl_secs.max(1)),
-                metrics.clone(),
-            )
-        });
-        let origins: Vec<String> = config
+    pub fn new(settings: &Settings, replicas: Arc<ReplicaSet>, counters: Arc<Counters>) -> App {
+        let cache = settings
+            .cache
+            .as_ref()
+            .map(|cache| ResponseCache::new(cache, counters.clone()));
+        let origins: Vec<String> = settings
             .allowed_origins
             .iter()
             .map(|o| o.trim().to_string())
@@ -84,17 +84,17 @@ impl App {
         };
         App {
             replicas,
-            metrics,
+            counters,
             cache,
-            limiter: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
-            request_timeout: config.request_timeout(),
+            limiter: Arc::new(Semaphore::new(settings.max_concurrent_requests.get())),
+            request_timeout: settings.request_timeout,
             cache_control: HeaderValue::from_str(&format!(
                 "public, max-age={}",
-                config.max_age_secs
+                settings.max_age_secs
             ))
             .expect("digits are a valid header"),
             cors,
-            log_requests: config.log_requests,
+            log_requests: settings.log_requests,
             request_id_prefix: rand::random(),
             request_seq: AtomicU64::new(0),
         }
@@ -121,7 +121,7 @@ impl App {
         }
         let status = response.status();
         let elapsed = started.elapsed();
-        self.metrics.record(route, status.as_u16(), elapsed);
+        self.counters.record(route, status.as_u16(), elapsed);
         // A 503 from /readyz is the probe's answer, not a failed request: not logged.
         if status.is_server_error() && route != RouteLabel::Readyz {
             tracing::warn!(
@@ -209,17 +209,15 @@ impl App {
                 }
             }
             Target::Metrics => {
-                let mut out = String::with_capacity(8192);
-                self.metrics.render(&mut out);
-                self.replicas.render_metrics(&mut out);
-                if let Some(cache) = &self.cache {
-                    out.push_str("# HELP api_cache_entries Responses held in the cache.\n# TYPE api_cache_entries gauge\n");
-                    out.push_str(&format!("api_cache_entries {}\n", cache.entries()));
-                }
+                let text = metrics::render(&Exposition {
+                    counters: &self.counters.snapshot(),
+                    replicas: &self.replicas.stats(),
+                    cache_entries: self.cache.as_ref().map(ResponseCache::entries),
+                });
                 text_response(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    out,
+                    text,
                 )
             }
             Target::Items(shape, id) => match self.items(req, shape, id).await {
@@ -276,7 +274,7 @@ impl App {
         // Bound the work in progress: past it, shed load at once instead of queueing into
         // the deadline.
         let Ok(_permit) = self.limiter.clone().try_acquire_owned() else {
-            self.metrics.overloaded.fetch_add(1, Relaxed);
+            self.counters.overloaded.fetch_add(1, Relaxed);
             return Err(HttpError::Overloaded);
         };
         let deadline = Instant::now() + self.request_timeout;
@@ -297,7 +295,7 @@ impl App {
         let cached = match outcome {
             Ok(result) => result?,
             Err(_) => {
-                self.metrics.deadline_exceeded.fetch_add(1, Relaxed);
+                self.counters.deadline_exceeded.fetch_add(1, Relaxed);
                 return Err(HttpError::DeadlineExceeded);
             }
         };

@@ -5,12 +5,15 @@
 //! Replicas are chosen per request by least in-flight among two random choices, failing ones
 //! are banned and the request retried elsewhere, and an optional cache coalesces hot keys.
 //!
-//! Modules: [`config`] (flags), [`server`] (accept loop, shutdown, signals), [`http`] (routes
-//! and the HTTP contract), [`replicas`] (pools, routing, health), [`query`] (the SQL),
-//! [`render`] (JSON bodies and ETags), [`cache`], [`metrics`], [`error`].
+//! Modules: [`config`] (flags, validated once into settings), [`server`] (accept loop,
+//! shutdown, signals), [`http`] (routes and the HTTP contract), [`replicas`] (pools, routing,
+//! bans, health), [`query`] (the SQL), [`render`] (JSON bodies and ETags), [`cache`],
+//! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
+//! [`error`].
 
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -19,8 +22,8 @@ pub mod render;
 pub mod replicas;
 pub mod server;
 
-pub use config::{Config, PoolCheck};
+pub use config::{Config, ConfigError, PoolCheck, Settings};
 pub use error::{ApiError, HttpError};
 pub use query::{RelatedItem, RelatedItems, RELATED_SQL};
 pub use replicas::ReplicaSet;
-pub use server::{init_tracing, run, run_with_reload, serve};
+pub use server::{init_tracing, run, run_settings, run_with_reload, serve, serve_settings};

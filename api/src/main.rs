@@ -1,4 +1,5 @@
-//! The `api` binary: parses the flags and runs [`api::serve`] until SIGTERM or SIGINT.
+//! The `api` binary: parses the flags, validates them (a nonsense value exits non-zero with a
+//! message naming the flag), and runs [`api::serve_settings`] until SIGTERM or SIGINT.
 
 use clap::Parser;
 
@@ -19,10 +20,12 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let settings = cli.config.validate()?;
+    let threads = api::config::worker_threads(cli.worker_threads)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.worker_threads {
-        runtime.worker_threads(threads.max(1));
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads.get());
     }
     let runtime = runtime.enable_all().build()?;
-    runtime.block_on(api::serve(cli.config))
+    runtime.block_on(api::serve_settings(settings))
 }

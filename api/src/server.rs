@@ -1,6 +1,7 @@
 //! Accepting connections and shutting down: hyper-util's auto builder (HTTP/1.1 keep-alive and
 //! h2c), TCP_NODELAY, the header-read timeout and head-size limits, graceful shutdown, and the
-//! SIGTERM/SIGINT/SIGHUP wiring of [`serve`].
+//! SIGTERM/SIGINT/SIGHUP wiring of [`serve`]. The configuration is validated here, once, before
+//! anything starts ([`crate::config::Config::validate`]); the rest runs on [`Settings`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,14 +15,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, Settings};
+use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::http::App;
-use crate::metrics::Metrics;
 use crate::replicas::ReplicaSet;
 
 /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests (within
 /// `--shutdown-grace-ms`) and returns. The replica list is fixed (see [`run_with_reload`]).
+/// A configuration that does not validate is refused before anything starts.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -38,25 +40,36 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload: Arc<Notify>,
 ) -> Result<(), ApiError> {
-    let metrics = Arc::new(Metrics::default());
-    let replicas = ReplicaSet::new(&config, metrics.clone())?;
-    let app = Arc::new(App::new(&config, replicas.clone(), metrics.clone()));
+    let settings = config.validate()?;
+    run_settings(listener, settings, shutdown, reload).await
+}
+
+/// [`run_with_reload`] with settings validated already.
+pub async fn run_settings(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Arc<Notify>,
+) -> Result<(), ApiError> {
+    let counters = Arc::new(Counters::default());
+    let replicas = ReplicaSet::new(&settings, counters.clone())?;
+    let app = Arc::new(App::new(&settings, replicas.clone(), counters.clone()));
 
     let reloader = {
         let replicas = replicas.clone();
-        let metrics = metrics.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
             loop {
                 reload.notified().await;
                 match replicas.reload() {
                     Ok(n) => {
-                        metrics
+                        counters
                             .reloads
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(replicas = n, "replica list reloaded");
                     }
                     Err(e) => {
-                        metrics
+                        counters
                             .reload_failures
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(error = %e, "replica list reload refused; keeping the old list");
@@ -71,14 +84,15 @@ pub async fn run_with_reload(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms.max(1)))
-        // hyper refuses buffers under 8 KiB.
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .max_headers(config.max_headers.max(1));
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers.get());
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes.max(8192) as u32)
+        .max_header_list_size(
+            u32::try_from(settings.max_header_bytes).expect("validated to at most 1 MiB"),
+        )
         .max_concurrent_streams(256);
 
     let graceful = GracefulShutdown::new();
@@ -122,7 +136,7 @@ pub async fn run_with_reload(
     drop(listener);
     reloader.abort();
     tracing::info!("shutting down; finishing in-flight requests");
-    if tokio::time::timeout(config.shutdown_grace(), graceful.shutdown())
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -131,14 +145,20 @@ pub async fn run_with_reload(
     Ok(())
 }
 
-/// Sets up logging, binds `--listen`, and serves until SIGTERM or SIGINT; SIGHUP reloads the
-/// replica list.
+/// Validates the configuration, sets up logging, binds `--listen`, and serves until SIGTERM or
+/// SIGINT; SIGHUP reloads the replica list. Nonsense configuration is an error naming the flag.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    init_tracing(config.log_json);
-    let listener = TcpListener::bind(&config.listen)
+    serve_settings(config.validate()?).await
+}
+
+/// [`serve`] with settings validated already (the `api` binary validates before it builds its
+/// runtime).
+pub async fn serve_settings(settings: Settings) -> anyhow::Result<()> {
+    init_tracing(settings.log_json);
+    let listener = TcpListener::bind(&settings.listen)
         .await
         .map_err(|source| ApiError::Bind {
-            addr: config.listen.clone(),
+            addr: settings.listen.clone(),
             source,
         })?;
     use tokio::signal::unix::{signal, SignalKind};
@@ -167,7 +187,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    run_with_reload(listener, config, shutdown, reload).await?;
+    run_settings(listener, settings, shutdown, reload).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn burst_on_a_cold_key_runs_one_query() {
-    let (cluster, _dir) = fixture_cluster(0).await;
+    let cluster = fixture_cluster(0).await;
     let mut config = test_config(&cluster);
     config.cache_capacity = 1000;
     config.cache_ttl_secs = 60;

@@ -1,15 +1,38 @@
 //! The HTTP contract: statuses, JSON shapes, order, limits, the compatibility route, ETag/304,
-//! Cache-Control, CORS preflight, HEAD, 405 with Allow, health and metrics endpoints.
+//! Cache-Control, CORS preflight, HEAD, 405 with Allow, health and metrics endpoints. Each
+//! check is its own test on the shared cluster, with its own API instance.
 
 use serde_json::Value;
-use stack::Cluster;
 
 use crate::helpers::*;
 
-pub async fn http_contract(cluster: &Cluster) {
+/// An API instance on the shared cluster with a recognisable `Cache-Control` max-age.
+async fn contract_app(cluster: &SharedCluster) -> TestApp {
     let mut config = test_config(cluster);
     config.max_age_secs = 120;
-    let app = spawn_app(config).await;
+    spawn_app(config).await
+}
+
+fn ids_of(items: &Value) -> Vec<i64> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
+}
+
+fn expected_ids(product: i32, count: usize) -> Vec<i64> {
+    related_ids(product)[..count]
+        .iter()
+        .map(|&i| i as i64)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn related_items_come_in_position_order_with_the_full_shape() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
 
     // Default limit: 16 items of product 1 (which has 20), in position order, full shape.
     let r = app.get("/products/1/related").await;
@@ -24,15 +47,9 @@ pub async fn http_contract(cluster: &Cluster) {
     );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["product_id"], 1);
-    let items = body["items"].as_array().unwrap();
-    let expected = related_ids(1);
-    let ids: Vec<i64> = items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
-    assert_eq!(
-        ids,
-        expected[..16].iter().map(|&i| i as i64).collect::<Vec<_>>()
-    );
-    let first = &items[0];
-    let id = expected[0];
+    assert_eq!(ids_of(&body["items"]), expected_ids(1, 16));
+    let first = &body["items"][0];
+    let id = related_ids(1)[0];
     assert_eq!(first["name"], format!("Product {id}"));
     assert_eq!(
         first["category"],
@@ -56,8 +73,14 @@ pub async fn http_contract(cluster: &Cluster) {
             "review_count"
         ]
     );
+    app.stop().await;
+}
 
-    // Limits: bounds and beyond what exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_applied_and_bad_ones_are_400() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
+    // Bounds and beyond what exists.
     for (limit, count) in [(1, 1), (5, 5), (20, 20), (100, 20)] {
         let body: Value = app
             .get(&format!("/products/1/related?limit={limit}"))
@@ -65,20 +88,9 @@ pub async fn http_contract(cluster: &Cluster) {
             .json()
             .await
             .unwrap();
-        let ids: Vec<i64> = body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["id"].as_i64().unwrap())
-            .collect();
+        let ids = ids_of(&body["items"]);
         assert_eq!(ids.len(), count, "limit {limit}");
-        assert_eq!(
-            ids,
-            expected[..count]
-                .iter()
-                .map(|&i| i as i64)
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(ids, expected_ids(1, count));
     }
     for bad in ["0", "101", "-1", "abc", "1.5", ""] {
         let r = app.get(&format!("/products/1/related?limit={bad}")).await;
@@ -87,8 +99,13 @@ pub async fn http_contract(cluster: &Cluster) {
         assert_eq!(body["code"], "invalid_limit");
         assert!(body["error"].as_str().unwrap().len() > 10);
     }
+    app.stop().await;
+}
 
-    // A product without relations is 200 with empty items; an unknown product is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_without_relations_is_200_and_an_unknown_one_404() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     let r = app
         .get(&format!("/products/{LONELY_PRODUCT}/related"))
         .await;
@@ -105,38 +122,54 @@ pub async fn http_contract(cluster: &Cluster) {
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "product_not_found");
+    app.stop().await;
+}
 
-    // Bad ids are 400 with JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ids_are_400_with_json() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     for bad in ["0", "-1", "abc", "1.5", "2147483648", "+7"] {
         let r = app.get(&format!("/products/{bad}/related")).await;
         assert_eq!(r.status(), 400, "id {bad}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "invalid_id");
     }
+    app.stop().await;
+}
 
-    // The compatibility route: the bare array, [] for an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compat_route_answers_bare_arrays() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
+    // The bare array, [] for an unknown id.
     let r = app.get("/api/data/1").await;
     assert_eq!(r.status(), 200);
     let arr: Value = r.json().await.unwrap();
     assert_eq!(arr.as_array().unwrap().len(), 16);
-    assert_eq!(arr[0]["id"], expected[0]);
-    let arr: Value = app
-        .get(&format!("/api/data/{UNKNOWN_PRODUCT}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(arr, serde_json::json!([]));
-    let arr: Value = app
-        .get(&format!("/api/data/{LONELY_PRODUCT}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(arr, serde_json::json!([]));
+    assert_eq!(arr[0]["id"], related_ids(1)[0]);
+    for product in [UNKNOWN_PRODUCT, LONELY_PRODUCT] {
+        let arr: Value = app
+            .get(&format!("/api/data/{product}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(arr, serde_json::json!([]), "product {product}");
+    }
     assert_eq!(app.get("/api/data/x").await.status(), 400);
+    app.stop().await;
+}
 
-    // ETag: the same body gives the same tag; a match gives 304 with no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_are_stable_and_a_match_is_304() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
+    let etag = app.get("/products/1/related").await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The same body gives the same tag; a match gives 304 with no body.
     let again = app.get("/products/1/related").await;
     assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
     let r = app
@@ -166,8 +199,13 @@ pub async fn http_contract(cluster: &Cluster) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "another limit is another representation");
+    app.stop().await;
+}
 
-    // HEAD: the headers of GET, no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_the_headers_of_get_without_a_body() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     let get_len = app
         .get("/products/2/related")
         .await
@@ -191,8 +229,13 @@ pub async fn http_contract(cluster: &Cluster) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    app.stop().await;
+}
 
-    // 405 with Allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_are_405_with_allow() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let r = app
             .client
@@ -205,8 +248,13 @@ pub async fn http_contract(cluster: &Cluster) {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "method_not_allowed");
     }
+    app.stop().await;
+}
 
-    // CORS: simple requests and the preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_any_origin_by_default_and_answers_preflights() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     let r = app
         .client
         .get(app.url("/products/1/related"))
@@ -238,8 +286,13 @@ pub async fn http_contract(cluster: &Cluster) {
         "if-none-match, x-request-id"
     );
     assert!(r.headers().contains_key("access-control-max-age"));
+    app.stop().await;
+}
 
-    // Unknown paths: JSON 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_json_404() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     for path in [
         "/",
         "/products",
@@ -253,8 +306,13 @@ pub async fn http_contract(cluster: &Cluster) {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "not_found");
     }
+    app.stop().await;
+}
 
-    // The request id is echoed when the client sends one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_and_the_probes_answer() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
     let r = app
         .client
         .get(app.url("/healthz"))
@@ -265,8 +323,16 @@ pub async fn http_contract(cluster: &Cluster) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     assert_eq!(app.get("/readyz").await.status(), 200);
+    app.stop().await;
+}
 
-    // Metrics: Prometheus text with the series the issue lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_the_listed_series_and_no_secrets() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
+    assert_eq!(app.get("/products/1/related").await.status(), 200);
+    let unknown = format!("/products/{UNKNOWN_PRODUCT}/related");
+    assert_eq!(app.get(&unknown).await.status(), 404);
     let text = app.get("/metrics").await.text().await.unwrap();
     for series in [
         "api_requests_total{route=\"/products/{id}/related\",status=\"200\"}",
@@ -286,8 +352,10 @@ pub async fn http_contract(cluster: &Cluster) {
 }
 
 /// CORS with an allow-list: listed origins are echoed (with Vary), others get no grant.
-pub async fn cors_allow_list(cluster: &Cluster) {
-    let mut config = test_config(cluster);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allow_list() {
+    let cluster = shared_cluster().await;
+    let mut config = test_config(&cluster);
     config.allowed_origins = vec!["https://a.example".into(), "https://b.example".into()];
     let app = spawn_app(config).await;
     let r = app

@@ -1,14 +1,16 @@
-//! Shared test plumbing: a real primary + 2 replicas with a known fixture, the API started in
-//! process on port 0, traffic loops, and server-side query counts from pg_stat_statements.
+//! Shared test plumbing: a real primary + 2 replicas with a known fixture (built per test, or
+//! once per test binary and shared: [`shared_cluster`]), the API started in process on port 0,
+//! traffic loops, and server-side query counts from pg_stat_statements.
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use stack::{Cluster, ClusterSpec, PgSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Mutex, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 const SCHEMA: &str = include_str!("../../../seeder/sql/schema.sql");
 const INDEXES: &str = include_str!("../../../seeder/sql/indexes.sql");
@@ -59,9 +61,37 @@ pub fn read_nodes(cluster: &Cluster) -> Vec<usize> {
     }
 }
 
+/// A cluster and the temporary folder it lives in. Fields drop in order: the servers stop
+/// before their folder is removed (the other way round, the teardown would find no PID files
+/// and leave the servers running until they noticed their data directory gone).
+pub struct Fixture {
+    cluster: Cluster,
+    scratch: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A folder for the test's own files, removed with the cluster.
+    pub fn scratch(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+}
+
+impl Deref for Fixture {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
 /// A cluster of a primary and `replicas` replicas with pg_stat_statements (to count queries per
 /// replica on the server side), the schema and the fixture loaded, replicas caught up.
-pub async fn fixture_cluster(replicas: usize) -> (Cluster, tempfile::TempDir) {
+pub async fn fixture_cluster(replicas: usize) -> Fixture {
     let dir = tempfile::Builder::new()
         .prefix("api-test-")
         .tempdir_in("/tmp")
@@ -116,7 +146,95 @@ pub async fn fixture_cluster(replicas: usize) -> (Cluster, tempfile::TempDir) {
         .wait_for_replicas(Duration::from_secs(60))
         .await
         .expect("replicas catch up");
-    (cluster, dir)
+    Fixture {
+        cluster,
+        scratch: dir,
+    }
+}
+
+/// The cluster shared by the tests that never stop a node: a primary and 2 replicas take tens of
+/// seconds to build on a busy 2-core machine, so it is built once, by the first test that asks.
+///
+/// Each `#[tokio::test]` has its own runtime, so what is shared holds nothing bound to one: the
+/// servers are OS processes, and every test opens its own connections and starts its own API.
+/// Statics are never dropped, so the servers are stopped and their folders removed at process
+/// exit ([`tear_down_shared_cluster`]).
+struct Shared {
+    fixture: Fixture,
+    /// Taken shared by tests that only need the cluster to answer, and alone by tests that
+    /// count queries on the servers or change a replica (pause its replay, stop a backend).
+    access: Arc<RwLock<()>>,
+}
+
+static SHARED: Mutex<Option<Arc<Shared>>> = Mutex::const_new(None);
+
+/// The shared cluster, held for one test (shared or alone); derefs to the [`Cluster`].
+pub struct SharedCluster {
+    shared: Arc<Shared>,
+    _shared_access: Option<OwnedRwLockReadGuard<()>>,
+    _sole_access: Option<OwnedRwLockWriteGuard<()>>,
+}
+
+impl Deref for SharedCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.shared.fixture
+    }
+}
+
+async fn shared() -> Arc<Shared> {
+    let mut slot = SHARED.lock().await;
+    if let Some(shared) = slot.as_ref() {
+        return shared.clone();
+    }
+    let shared = Arc::new(Shared {
+        fixture: fixture_cluster(2).await,
+        access: Arc::new(RwLock::new(())),
+    });
+    *slot = Some(shared.clone());
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain function with the C runtime; it runs once, at exit.
+        let registered = unsafe { atexit(tear_down_shared_cluster) };
+        assert_eq!(registered, 0, "atexit");
+    });
+    shared
+}
+
+/// The shared cluster for a test that only reads through its own API instance: such tests run
+/// in parallel with each other.
+pub async fn shared_cluster() -> SharedCluster {
+    let shared = shared().await;
+    let access = shared.access.clone().read_owned().await;
+    SharedCluster {
+        shared,
+        _shared_access: Some(access),
+        _sole_access: None,
+    }
+}
+
+/// The shared cluster for a test that counts queries on the servers or changes a replica: no
+/// other test uses the cluster meanwhile.
+pub async fn shared_cluster_alone() -> SharedCluster {
+    let shared = shared().await;
+    let access = shared.access.clone().write_owned().await;
+    SharedCluster {
+        shared,
+        _shared_access: None,
+        _sole_access: Some(access),
+    }
+}
+
+extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+/// Stops the shared cluster's servers and removes its folders (the [`Fixture`]'s drop). By
+/// exit every test has returned its handle, so this drops the last one.
+extern "C" fn tear_down_shared_cluster() {
+    if let Ok(mut slot) = SHARED.try_lock() {
+        drop(slot.take());
+    }
 }
 
 /// The API running in this test's runtime.

@@ -76,8 +76,8 @@ impl Drop for ApiProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reload_routes_to_an_added_replica() {
-    let (mut cluster, dir) = fixture_cluster(1).await;
-    let list = dir.path().join("replicas.txt");
+    let mut cluster = fixture_cluster(1).await;
+    let list = cluster.scratch().join("replicas.txt");
     std::fs::write(&list, cluster.replica_api_urls().join("\n")).unwrap();
     let mut api = ApiProcess::start(&["--replica-file", list.to_str().unwrap()]);
     api.wait_ready().await;
@@ -133,7 +133,7 @@ async fn sighup_reload_routes_to_an_added_replica() {
 /// read-only role; holding a table lock on it makes requests reliably wait in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
-    let (cluster, _dir) = fixture_cluster(0).await;
+    let cluster = fixture_cluster(0).await;
     let url = cluster.api_url(0);
     let mut api = ApiProcess::start(&[
         "--replica",
@@ -234,4 +234,62 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     }
     let status = api.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
+}
+
+/// Nonsense configuration is refused before anything starts: the binary exits non-zero with a
+/// message naming the flag and its variable, and the in-process server returns the same error.
+/// No cluster: nothing is ever connected to.
+#[tokio::test]
+async fn nonsense_configuration_is_refused_at_start() {
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("API_") || key.starts_with("RUST_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .args(["--replica", "postgres://api@127.0.0.1:1/related"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the api binary");
+        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&["--pool-size", "0"], &[]);
+    assert_eq!(
+        stderr.trim(),
+        "Error: invalid configuration: --pool-size (API_POOL_SIZE) must be from 1 to 10000; got 0"
+    );
+    let stderr = refused(&[], &[("API_QUERY_TIMEOUT_MS", "0")]);
+    assert!(
+        stderr
+            .contains("--query-timeout-ms (API_QUERY_TIMEOUT_MS) must be from 1 to 3600000; got 0"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--worker-threads", "0"], &[]);
+    assert!(
+        stderr.contains("--worker-threads (API_WORKER_THREADS)"),
+        "{stderr}"
+    );
+
+    let mut config = api::Config::with_replicas(vec!["postgres://api@127.0.0.1:1/related".into()]);
+    config.health_interval_ms = 1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = api::run(listener, config, async {})
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            api::ApiError::Config(api::ConfigError::OutOfRange {
+                flag: "--health-interval-ms",
+                ..
+            })
+        ),
+        "{err}"
+    );
 }

@@ -1,8 +1,6 @@
 //! A table of malformed and hostile requests sent as raw bytes: none may get a 5xx, each gets
 //! the status it deserves where one is certain, and the server keeps serving afterwards.
 
-use stack::Cluster;
-
 use crate::helpers::*;
 
 /// A request with `Connection: close`, so the read ends when the server answers.
@@ -15,8 +13,10 @@ fn get(target: &str) -> Vec<u8> {
     req("GET", target, "")
 }
 
-pub async fn malformed_requests_never_get_a_5xx(cluster: &Cluster) {
-    let app = spawn_app(test_config(cluster)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_never_get_a_5xx() {
+    let cluster = shared_cluster().await;
+    let app = spawn_app(test_config(&cluster)).await;
 
     let long_path = format!("/products/{}/related", "9".repeat(3000));
     let huge_path = format!("/{}", "a".repeat(20_000));
@@ -131,9 +131,11 @@ pub async fn malformed_requests_never_get_a_5xx(cluster: &Cluster) {
 
 /// A client that trickles its headers (slowloris) is disconnected after the header-read
 /// timeout instead of holding a connection forever.
-pub async fn slow_headers_are_cut_off(cluster: &Cluster) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut config = test_config(cluster);
+    let cluster = shared_cluster().await;
+    let mut config = test_config(&cluster);
     config.header_read_timeout_ms = 300;
     let app = spawn_app(config).await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();

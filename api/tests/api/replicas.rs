@@ -1,5 +1,10 @@
-//! Replica routing: balance counted by the servers themselves, and failure handling (one
-//! replica stopped under traffic, restarted, all stopped, all back).
+//! Replica routing: balance counted by the servers themselves, the lag bound, a slow health
+//! check, and failure handling (one replica stopped under traffic, restarted, all stopped, all
+//! back).
+//!
+//! The first three use the shared cluster alone: they count queries on the servers, and two of
+//! them change a replica for a while (replay paused, a backend stopped), each undone by a guard
+//! even if the test fails. The failure test stops servers, so it builds its own cluster.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -9,9 +14,11 @@ use stack::Cluster;
 
 use crate::helpers::*;
 
-pub async fn load_is_balanced_across_replicas(cluster: &Cluster) {
-    let app = spawn_app(test_config(cluster)).await;
-    let before = queries_per_replica(cluster).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_is_balanced_across_replicas() {
+    let cluster = shared_cluster_alone().await;
+    let app = spawn_app(test_config(&cluster)).await;
+    let before = queries_per_replica(&cluster).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (stats, handles) = start_traffic(app.base.clone(), 8, stop.clone());
     let started = Instant::now();
@@ -28,7 +35,7 @@ pub async fn load_is_balanced_across_replicas(cluster: &Cluster) {
         "{:?}",
         stats.failures.lock().unwrap()
     );
-    let after = queries_per_replica(cluster).await;
+    let after = queries_per_replica(&cluster).await;
     let deltas: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let total: i64 = deltas.iter().sum();
     assert!(total >= 1000, "too few queries counted: {deltas:?}");
@@ -46,7 +53,7 @@ pub async fn load_is_balanced_across_replicas(cluster: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_failures_are_invisible_and_recoverable() {
-    let (cluster, _dir) = fixture_cluster(2).await;
+    let cluster = fixture_cluster(2).await;
     let mut config = test_config(&cluster);
     config.request_timeout_ms = 5000;
     let app = spawn_app(config).await;
@@ -148,28 +155,28 @@ async fn replica_failures_are_invisible_and_recoverable() {
 
 /// `--max-replica-lag-ms`: a replica whose replay is paused behind the primary gets no queries
 /// until it catches up.
-pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_is_skipped() {
+    let cluster = shared_cluster_alone().await;
     let replicas = cluster.replica_indexes();
     let (lagging, current) = (replicas[0], replicas[1]);
-    let mut config = test_config(cluster);
+    let mut config = test_config(&cluster);
     config.max_replica_lag_ms = Some(1000);
     let app = spawn_app(config).await;
-    let replica = cluster.connect(lagging).await.unwrap();
-    replica
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await
-        .unwrap();
+    let paused = ReplayPaused::pause(&cluster, lagging).await;
     // Something to replay: the replica now lags by the age of its last replayed commit.
     let primary = cluster.connect(0).await.unwrap();
     primary
-        .batch_execute("CREATE TABLE lag_probe (x int); INSERT INTO lag_probe VALUES (1);")
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS lag_probe (x int); INSERT INTO lag_probe VALUES (1);",
+        )
         .await
         .unwrap();
     // Routing follows the health checks: wait until they see the paused replica late and the
     // other one current.
     let (late, fresh) = (
-        replica_label(cluster, lagging),
-        replica_label(cluster, current),
+        replica_label(&cluster, lagging),
+        replica_label(&cluster, current),
     );
     let seen = eventually(Duration::from_secs(20), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
@@ -181,8 +188,8 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(seen, "the health checks see the lag:\n{metrics}");
     let before = (
-        query_calls(cluster, lagging).await,
-        query_calls(cluster, current).await,
+        query_calls(&cluster, lagging).await,
+        query_calls(&cluster, current).await,
     );
     for id in 1..=60 {
         assert_eq!(
@@ -191,13 +198,10 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
         );
     }
     let after = (
-        query_calls(cluster, lagging).await,
-        query_calls(cluster, current).await,
+        query_calls(&cluster, lagging).await,
+        query_calls(&cluster, current).await,
     );
-    replica
-        .batch_execute("SELECT pg_wal_replay_resume()")
-        .await
-        .unwrap();
+    drop(paused);
     assert_eq!(
         after.0 - before.0,
         0,
@@ -219,15 +223,18 @@ pub async fn lagging_replica_is_skipped(cluster: &Cluster) {
 /// loaded, not dead: it stays healthy, unbanned and in rotation (until several checks in a row
 /// go unanswered). Stopping (SIGSTOP) the server process behind the health check's connection
 /// makes exactly that: the check hangs while the replica's other connections serve queries.
-pub async fn slow_health_check_is_not_a_failure(cluster: &Cluster) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_health_check_is_not_a_failure() {
+    let cluster = shared_cluster_alone().await;
     let replicas = cluster.replica_indexes();
     let slow = replicas[0];
-    let label = replica_label(cluster, slow);
-    let mut config = test_config(cluster);
+    let label = replica_label(&cluster, slow);
+    let mut config = test_config(&cluster);
     config.query_timeout_ms = 500;
     let app = spawn_app(config).await;
     let db = cluster.connect(slow).await.unwrap();
-    // Exactly one health connection: this app's (earlier apps' close theirs as they stop).
+    // Exactly one health connection: this app's. The cluster is ours alone, and earlier tests'
+    // instances close theirs as they stop.
     let health_pids =
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'related-api-health'";
     let backend = eventually(Duration::from_secs(10), || async {
@@ -236,20 +243,20 @@ pub async fn slow_health_check_is_not_a_failure(cluster: &Cluster) {
     .await;
     assert!(backend, "the health check connects");
     let pid: i32 = db.query_one(health_pids, &[]).await.unwrap().get(0);
-    signal(pid, "STOP");
+    let stopped = Stopped::stop(pid);
     let went_slow = eventually(Duration::from_secs(10), || async {
         let text = app.get("/metrics").await.text().await.unwrap();
         replica_gauge(&text, "api_replica_slow_health_checks_total", &label) >= Some(1)
     })
     .await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    let before = query_calls(cluster, slow).await;
+    let before = query_calls(&cluster, slow).await;
     let mut statuses = Vec::new();
     for id in 1..=40 {
         statuses.push(app.get(&format!("/products/{id}/related")).await.status());
     }
-    let served = query_calls(cluster, slow).await - before;
-    signal(pid, "CONT");
+    let served = query_calls(&cluster, slow).await - before;
+    drop(stopped);
     assert!(went_slow, "the check times out:\n{metrics}");
     assert_eq!(
         replica_gauge(&metrics, "api_replica_healthy", &label),
@@ -265,10 +272,78 @@ pub async fn slow_health_check_is_not_a_failure(cluster: &Cluster) {
 }
 
 /// Sends a signal with kill(1), which works for the postgres user's processes when root.
-fn signal(pid: i32, name: &str) {
-    let status = std::process::Command::new("kill")
+fn signal(pid: i32, name: &str) -> bool {
+    std::process::Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name}");
+        .is_ok_and(|s| s.success())
+}
+
+/// A server process stopped with SIGSTOP, continued when this is dropped (the test failing
+/// included), so no other test meets a frozen backend.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: i32) -> Stopped {
+        assert!(signal(pid, "STOP"), "kill -STOP {pid}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let continued = signal(self.0, "CONT");
+        if !std::thread::panicking() {
+            assert!(continued, "kill -CONT {}", self.0);
+        }
+    }
+}
+
+/// A replica whose WAL replay is paused; resumed when this is dropped (the test failing
+/// included), so no other test meets a lagging replica.
+struct ReplayPaused<'a> {
+    cluster: &'a Cluster,
+    node: usize,
+}
+
+impl<'a> ReplayPaused<'a> {
+    async fn pause(cluster: &'a Cluster, node: usize) -> ReplayPaused<'a> {
+        cluster
+            .connect(node)
+            .await
+            .unwrap()
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await
+            .unwrap();
+        ReplayPaused { cluster, node }
+    }
+}
+
+impl Drop for ReplayPaused<'_> {
+    fn drop(&mut self) {
+        // Drop cannot await: resume on a thread with a runtime of its own, and wait for it.
+        let (cluster, node) = (self.cluster, self.node);
+        let resumed = std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let client = cluster.connect(node).await.map_err(|e| e.to_string())?;
+                    client
+                        .batch_execute("SELECT pg_wal_replay_resume()")
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .join()
+            .expect("resume thread")
+        });
+        if let Err(e) = resumed {
+            if !std::thread::panicking() {
+                panic!("resume replay on node {node}: {e}");
+            }
+        }
+    }
 }

@@ -1,0 +1,149 @@
+//! One attempt of a request on one replica — a pooled connection, then the prepared query under
+//! a timeout — and [`AttemptError`], which says how it failed in a way the replica set can act
+//! on without reading messages: a replica failure (ban it, retry elsewhere), a timeout (the same,
+//! and a 504 if nowhere is left), a saturated pool, or a query that failed on a healthy replica.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::query::{is_replica_failure, query_related, Lookup};
+
+use super::clock;
+use super::replica::Replica;
+
+/// Why one attempt on one replica failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// A connection attempt of the pool failed while this request waited for it.
+    #[error("connection attempt failed")]
+    ConnectFailed,
+    /// The pool could not connect (connect, authentication, I/O).
+    #[error("{0}")]
+    Connect(#[source] tokio_postgres::Error),
+    /// The connection failed during the query (I/O, shutdown, recovery conflict...).
+    #[error("{0}")]
+    Replica(#[source] tokio_postgres::Error),
+    /// The query did not answer within its timeout; the connection is dropped, as the server may
+    /// still be running it.
+    #[error("query timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The pool had no free connection within its bound: the replica is alive but saturated.
+    #[error("no pooled connection within the pool wait")]
+    PoolTimeout,
+    /// The query itself failed on a healthy replica: a bug or a schema mismatch.
+    #[error("{0}")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+impl AttemptError {
+    /// The replica failed (rather than the pool being busy or the query being wrong): ban it and
+    /// retry elsewhere.
+    pub fn is_replica_failure(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::ConnectFailed
+                | AttemptError::Connect(_)
+                | AttemptError::Replica(_)
+                | AttemptError::Timeout(_)
+        )
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AttemptError::Timeout(_))
+    }
+}
+
+/// Decrements the replica's in-flight count when the attempt ends, however it ends.
+struct InFlight<'a>(&'a Replica);
+
+impl<'a> InFlight<'a> {
+    fn enter(replica: &'a Replica) -> Self {
+        replica.in_flight.fetch_add(1, Relaxed);
+        InFlight(replica)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Replica {
+    /// One attempt: a pooled connection, then the prepared query under `timeout`.
+    pub(super) async fn attempt(
+        &self,
+        product_id: i32,
+        limit: i64,
+        timeout: Duration,
+    ) -> Result<Lookup, AttemptError> {
+        let _in_flight = InFlight::enter(self);
+        let failed = self.signals.failed.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        let mut conn = tokio::select! {
+            conn = self.pool.get() => match conn {
+                Ok(conn) => conn,
+                Err(bb8::RunError::TimedOut) => return Err(AttemptError::PoolTimeout),
+                Err(bb8::RunError::User(e)) => return Err(AttemptError::Connect(e)),
+            },
+            _ = &mut failed => return Err(AttemptError::ConnectFailed),
+        };
+        self.counters.queries.fetch_add(1, Relaxed);
+        match tokio::time::timeout(timeout, query_related(&conn, product_id, limit)).await {
+            Ok(Ok(lookup)) => {
+                self.ban.answered();
+                self.health.last_answer_ms.store(clock::now_ms(), Relaxed);
+                Ok(lookup)
+            }
+            Ok(Err(e)) if is_replica_failure(&e) => {
+                conn.broken = true;
+                Err(AttemptError::Replica(e))
+            }
+            Ok(Err(e)) => Err(AttemptError::Query(e)),
+            Err(_) => {
+                // The server may still be running the query: drop the connection rather than
+                // queue the next request behind it.
+                conn.broken = true;
+                Err(AttemptError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_a_replica_failure_and_says_how_long() {
+        let e = AttemptError::Timeout(Duration::from_millis(1500));
+        assert!(e.is_timeout() && e.is_replica_failure());
+        assert_eq!(e.to_string(), "query timed out after 1500 ms");
+    }
+
+    #[test]
+    fn a_busy_pool_is_not_a_replica_failure() {
+        assert!(!AttemptError::PoolTimeout.is_replica_failure());
+        assert!(!AttemptError::PoolTimeout.is_timeout());
+        assert!(AttemptError::ConnectFailed.is_replica_failure());
+        assert!(!AttemptError::ConnectFailed.is_timeout());
+    }
+
+    /// Nothing listens on the replica's port: the attempt fails as a replica failure, not a
+    /// timeout, and the in-flight count goes back to zero.
+    #[tokio::test]
+    async fn a_refused_connect_fails_the_attempt_over() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = super::super::replica::tests::replica(port);
+        let e = r
+            .attempt(1, 16, Duration::from_secs(1))
+            .await
+            .expect_err("nothing listens");
+        assert!(e.is_replica_failure() && !e.is_timeout(), "{e:?}");
+        assert_eq!(r.in_flight(), 0);
+    }
+}
