@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use stack::{Cluster, ClusterSpec};
 
+use crate::cancel::Cancel;
 use crate::ids::IdDistribution;
 use crate::journey::Machine;
 use crate::scenario::{run_load, LoadSpec};
@@ -122,7 +123,8 @@ pub struct BaselineOptions {
     pub quiet: bool,
 }
 
-pub async fn run_baseline(opts: &BaselineOptions) -> anyhow::Result<BaselineRun> {
+/// Run the rounds; `cancel` stops the run between rounds and any load in progress.
+pub async fn run_baseline(opts: &BaselineOptions, cancel: &Cancel) -> anyhow::Result<BaselineRun> {
     let say = |m: &str| {
         if !opts.quiet {
             eprintln!("{m}");
@@ -154,7 +156,7 @@ pub async fn run_baseline(opts: &BaselineOptions) -> anyhow::Result<BaselineRun>
     let mut p99s = Vec::new();
     let mut errors = 0;
     for round in 1..=opts.rounds {
-        crate::journey::check_interrupt()?;
+        cancel.check()?;
         let tps = pgbench(&cluster, replica, &script, opts.users, opts.round_secs)?;
         let spec = LoadSpec {
             host: tier.entry_url(),
@@ -169,7 +171,7 @@ pub async fn run_baseline(opts: &BaselineOptions) -> anyhow::Result<BaselineRun>
             goose_args: Vec::new(),
             request_timeout: Duration::from_secs(10),
         };
-        let (load, _, _) = run_load(&spec, || ()).await?;
+        let (load, _, _) = run_load(&spec, cancel, || ()).await?;
         say(&format!(
             "round {round}/{}: pgbench {tps:.0} TPS, API {:.0} req/s (p99 {} µs, {} errors)",
             opts.rounds,

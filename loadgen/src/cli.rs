@@ -1,15 +1,20 @@
 //! The `loadgen` command: the journey (the README's main command), single load runs, the CI
-//! baseline, a seeded topology for hands-on work, and the hidden `serve-api` that the journey
-//! uses to start API instances as separate processes.
+//! baseline, `up`/`status`/`down` (the one way to start, inspect and remove a topology; the
+//! `stack` crate is the library behind them), and `api`, the API server inside this binary, which
+//! the journey and the baseline use to start API instances as separate processes.
+//!
+//! Ctrl-C becomes a [`Cancel`] value here, handed to the journey and the baseline.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::baseline::{self, BaselineOptions};
+use crate::cancel::Cancel;
 use crate::ids::IdDistribution;
-use crate::journey::{self, JourneyFile, JourneyOptions};
+use crate::journey::{self, JourneyFile, JourneyOptions, JourneyPlan, Overrides};
 use crate::scenario::{run_load, LoadSpec};
 
 #[derive(Debug, Parser)]
@@ -32,14 +37,29 @@ pub enum Command {
     /// Short fixed workload, normalised by pgbench, compared with the committed baseline.
     Baseline(BaselineArgs),
     /// Bring up a primary with replicas, seed it, and leave it running (`loadgen down` stops it).
+    /// On a folder that already holds a topology, start what is stopped from its own data (same
+    /// ports and passwords) and finish an unfinished seed; `--fresh` removes it first.
+    /// With `--products 0`, only the servers: no schema, no data.
     Up(SeededUpArgs),
     /// Show the topology `up` started.
     Status(DirArg),
-    /// Stop and remove the topology `up` started.
+    /// Stop and remove the topology `up` started: the only command that deletes its data.
     Down(DirArg),
-    /// Serve the API (used by the journey to start instances; same flags as the `api` binary).
-    #[command(hide = true)]
-    ServeApi(ServeApiArgs),
+    /// Stop one server gracefully (its data stays; `start` or `up` starts it again).
+    Stop(NodeArgs),
+    /// Start one stopped server from its data, on its recorded port.
+    Start(NodeArgs),
+    /// Crash one server: `kill -9` of its postmaster, as if its host died.
+    Kill(NodeArgs),
+    /// Freeze one server (SIGSTOP to all its processes): connections hang, nothing answers.
+    Pause(NodeArgs),
+    /// Let a paused server run again (SIGCONT).
+    Resume(NodeArgs),
+    /// Serve the API in this process: the same flags and environment variables as the `api`
+    /// binary; the journey and baseline start their API instances this way so one binary holds
+    /// everything.
+    #[command(alias = "serve-api")]
+    Api(ApiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,24 +167,40 @@ pub struct BaselineArgs {
 pub struct SeededUpArgs {
     #[command(flatten)]
     pub stack: stack::cli::UpArgs,
+    /// Folder of the topology (its servers' data, ports and passwords).
     #[arg(long, env = "STACK_DIR", default_value = ".stack/dev")]
     pub dir: PathBuf,
+    /// Products to seed (x per-product related items); 0 starts the servers only, without the
+    /// schema.
     #[arg(long, env = "SEED_PRODUCTS", default_value_t = 100_000)]
     pub products: u64,
     #[arg(long, env = "SEED_PER_PRODUCT", default_value_t = 16)]
     pub per_product: u32,
     #[arg(long, env = "SEED_SEED", default_value_t = 42)]
     pub seed: u64,
+    /// Remove an existing topology in `--dir` (its servers and all their data) and start anew.
+    #[arg(long, env = "STACK_FRESH")]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct DirArg {
+pub struct NodeArgs {
+    /// The server: `primary`, `replica1`, `replica2`, ... (as `loadgen status` lists them).
+    pub node: String,
+    /// Folder of the topology `up` started.
     #[arg(long, env = "STACK_DIR", default_value = ".stack/dev")]
     pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
-pub struct ServeApiArgs {
+pub struct DirArg {
+    /// Folder of the topology `up` started.
+    #[arg(long, env = "STACK_DIR", default_value = ".stack/dev")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
     #[command(flatten)]
     pub config: api::Config,
 }
@@ -173,10 +209,16 @@ fn own_program() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
+fn open_node(args: &NodeArgs) -> anyhow::Result<(stack::Cluster, usize)> {
+    let cluster = stack::Cluster::open(&args.dir)?;
+    let node = cluster.node_named(&args.node)?;
+    Ok((cluster, node))
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.command {
-        Command::ServeApi(args) => {
+        Command::Api(args) => {
             api::serve(args.config).await?;
         }
         Command::Journey(args) => {
@@ -184,7 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 print!("{}", journey::DEFAULT_JOURNEY);
                 return Ok(ExitCode::SUCCESS);
             }
-            journey::install_interrupt_handler();
+            let cancel = Cancel::on_ctrl_c();
             let (text, origin) = match &args.file {
                 Some(p) => (
                     std::fs::read_to_string(p)
@@ -197,19 +239,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 ),
             };
             let file = JourneyFile::parse(&text, &origin)?;
+            let plan = JourneyPlan::resolve(
+                &file,
+                &Overrides {
+                    products: args.products,
+                    duration_secs: args.duration_secs,
+                    users: args.users,
+                },
+            );
             let opts = JourneyOptions {
                 out_dir: args.out,
                 stack_dir: args.stack_dir,
                 api_program: own_program()?,
-                products: args.products,
-                duration_secs: args.duration_secs,
-                users: args.users,
                 goose_args: args.goose_args,
                 quiet: args.quiet,
             };
-            let (report, dir) = journey::run_journey(&file, &opts).await?;
-            println!("{}", crate::report::markdown(&report));
-            println!("results: {}", dir.display());
+            let (report, dir) = journey::run_journey(&plan, &opts, &cancel).await?;
+            let mut out = std::io::stdout().lock();
+            journey::report::write_markdown(&report, &mut out)?;
+            writeln!(out)?;
+            writeln!(out, "results: {}", dir.display())?;
         }
         Command::Run(args) => {
             let spec = LoadSpec {
@@ -225,7 +274,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 goose_args: args.goose_args,
                 request_timeout: Duration::from_secs(10),
             };
-            let (result, _, _) = run_load(&spec, || ()).await?;
+            // goose's own Ctrl-C handler stops this run.
+            let (result, _, _) = run_load(&spec, &Cancel::never(), || ()).await?;
             let json = serde_json::to_string_pretty(&result)?;
             if let Some(path) = args.json {
                 std::fs::write(&path, &json)?;
@@ -237,7 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Baseline(args) => {
-            journey::install_interrupt_handler();
+            let cancel = Cancel::on_ctrl_c();
             let opts = BaselineOptions {
                 stack_dir: args.stack_dir,
                 api_program: own_program()?,
@@ -247,7 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 rounds: args.rounds,
                 quiet: args.quiet,
             };
-            let now = baseline::run_baseline(&opts).await?;
+            let now = baseline::run_baseline(&opts, &cancel).await?;
             if let Some(parent) = args.out.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -267,15 +317,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Up(args) => {
-            let mut cluster = stack::Cluster::create(args.stack.spec(args.dir.clone())).await?;
-            let opts = seeder::SeedOptions {
-                products: args.products,
-                per_product: args.per_product,
-                seed: args.seed,
-                ..seeder::SeedOptions::default()
-            };
-            seeder::seed(&cluster.primary_url(), &opts).await?;
-            cluster.wait_for_replicas(Duration::from_secs(600)).await?;
+            let say = |line: &str| println!("{line}");
+            let mut cluster =
+                stack::Cluster::up(args.stack.spec(args.dir.clone()), args.fresh, &say).await?;
+            if args.products > 0 {
+                let opts = seeder::SeedOptions {
+                    products: args.products,
+                    per_product: args.per_product,
+                    seed: args.seed,
+                    ..seeder::SeedOptions::default()
+                };
+                seeder::seed(&cluster.primary_url(), &opts).await?;
+                cluster.wait_for_replicas(Duration::from_secs(600)).await?;
+            }
             cluster.keep();
             stack::cli::print_status(&cluster);
             println!("stop with: loadgen down --dir {}", args.dir.display());
@@ -285,6 +339,62 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             stack::Cluster::open(&d.dir)?.down()?;
             println!("stopped and removed {}", d.dir.display());
         }
+        Command::Stop(n) => {
+            let (cluster, node) = open_node(&n)?;
+            cluster.stop_node(node);
+            println!("{}: stopped; its data is kept", n.node);
+        }
+        Command::Start(n) => {
+            let (cluster, node) = open_node(&n)?;
+            let pid = cluster.start_node(node)?;
+            println!("{}: running (pid {pid})", n.node);
+        }
+        Command::Kill(n) => {
+            let (cluster, node) = open_node(&n)?;
+            let pid = cluster.crash_node(node)?;
+            println!("{}: killed (kill -9 of pid {pid})", n.node);
+        }
+        Command::Pause(n) => {
+            let (cluster, node) = open_node(&n)?;
+            let count = cluster.pause_node(node)?;
+            println!("{}: paused ({count} processes stopped)", n.node);
+        }
+        Command::Resume(n) => {
+            let (cluster, node) = open_node(&n)?;
+            let count = cluster.resume_node(node)?;
+            println!("{}: resumed ({count} processes)", n.node);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn api_is_public_and_serve_api_a_hidden_alias() {
+        let cli = Cli::command();
+        let api = cli.find_subcommand("api").expect("an `api` subcommand");
+        assert!(!api.is_hide_set());
+        assert_eq!(api.get_all_aliases().collect::<Vec<_>>(), ["serve-api"]);
+        assert_eq!(api.get_visible_aliases().count(), 0);
+        assert!(cli.find_subcommand("serve-api").is_some());
+    }
+
+    #[test]
+    fn up_takes_zero_products_for_servers_only() {
+        let cli = Cli::try_parse_from(["loadgen", "up", "--products", "0"]).unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        assert_eq!(args.products, 0);
+    }
 }

@@ -1,5 +1,6 @@
-//! The journey's first stage: the API's own query timed without and with the B-tree index on
-//! `related_items`, with EXPLAIN ANALYZE of each, at the current scale.
+//! The measurement behind the journey's index stage (`journey/index_stage.rs`): the API's own
+//! query timed without and with the B-tree index on `related_items`, with EXPLAIN ANALYZE of
+//! each, at the current scale.
 
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,6 @@
+//! The `loadgen` binary: parses the command line ([`loadgen::cli`]) and runs it on a
+//! multi-threaded tokio runtime; errors print with their causes and exit 1.
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::cancel::Cancel;
 use crate::ids::{Draw, IdDistribution, IdSampler};
 use crate::latency::{LatencyRecorder, Percentiles};
 
@@ -246,12 +247,18 @@ pub enum LoadError {
 
 /// Run one measured load. `sample` is called at the start and at the end of the measured
 /// window (after warm-up), so the caller can take CPU readings that cover exactly that window.
-pub async fn run_load<T, F>(spec: &LoadSpec, sample: F) -> Result<(LoadResult, T, T), LoadError>
+/// When `cancel` fires, goose's killswitch stops the load and this returns
+/// [`LoadError::Interrupted`].
+pub async fn run_load<T, F>(
+    spec: &LoadSpec,
+    cancel: &Cancel,
+    sample: F,
+) -> Result<(LoadResult, T, T), LoadError>
 where
     T: Send + 'static,
     F: Fn() -> T + Send + Sync + 'static,
 {
-    if goose::is_killswitch_triggered() {
+    if cancel.is_cancelled() || goose::is_killswitch_triggered() {
         return Err(LoadError::Interrupted);
     }
     let state = Arc::new(RunState {
@@ -318,9 +325,18 @@ where
             scenario!("StorefrontWidget")
                 .register_transaction(transaction!(related_items).set_name("related items")),
         );
+    // goose stops a running load through its killswitch.
+    let stopper = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            goose::trigger_killswitch("interrupted");
+        })
+    };
     let outcome = attack.execute().await;
+    stopper.abort();
     *CURRENT.write().unwrap() = None;
-    if goose::is_killswitch_triggered() {
+    if cancel.is_cancelled() || goose::is_killswitch_triggered() {
         window.abort();
         return Err(LoadError::Interrupted);
     }

@@ -17,7 +17,7 @@ use stack::process::{free_port, stop_pid};
 /// How API instances are started.
 #[derive(Debug, Clone)]
 pub struct ApiLaunch {
-    /// The program that serves the API: this binary with `serve-api`.
+    /// The program that serves the API: this binary, run as `loadgen api`.
     pub program: PathBuf,
     pub replica_urls: Vec<String>,
     pub cache_capacity: u64,
@@ -38,7 +38,7 @@ impl ApiInstance {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log_file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&launch.program);
-        cmd.arg("serve-api")
+        cmd.arg("api")
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--pool-size")

@@ -1,3 +1,6 @@
+//! `loadgen journey` end to end on a tiny journey file (real PostgreSQL, API processes and
+//! nginx): every result file is written and the servers are gone afterwards.
+
 use std::process::Command;
 
 use crate::test_dir;

@@ -1,3 +1,6 @@
+//! nginx in front of three API instances started as `loadgen api`: stopping one during traffic
+//! fails no request.
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

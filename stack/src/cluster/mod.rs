@@ -2,6 +2,7 @@
 //! stopping single nodes (to test failover), adding replicas, and tearing it all down.
 //! Bringing an existing topology back up without losing its data is in [`restart`].
 
+mod faults;
 mod restart;
 
 use std::os::unix::fs::PermissionsExt;

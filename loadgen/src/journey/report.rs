@@ -1,20 +1,39 @@
 //! A journey's result files: JSON (everything), CSV (one row per stage), a Markdown table, and an
-//! SVG chart of requests/s per stage with p99 latency.
+//! SVG chart of requests/s per stage with p99 latency. Each renderer writes a
+//! [`JourneyReport`] to any [`std::io::Write`]; [`write_all`] opens the four files of a run's
+//! folder. Depends on the [`model`](super::model) only: the runner calls it after every stage.
 
-use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use crate::journey::{JourneyReport, StageKind, StageResult};
+use super::model::{Component, JourneyReport, StageKind, StageResult};
 
-pub fn write_all(dir: &Path, report: &JourneyReport) -> anyhow::Result<()> {
-    std::fs::write(
-        dir.join("journey.json"),
-        serde_json::to_string_pretty(report)? + "\n",
-    )?;
-    write_csv(&dir.join("stages.csv"), report)?;
-    std::fs::write(dir.join("journey.md"), markdown(report))?;
-    std::fs::write(dir.join("journey.svg"), svg_chart(report))?;
-    Ok(())
+/// The files [`write_all`] writes, and the renderer of each.
+pub const FILES: [&str; 4] = ["journey.json", "stages.csv", "journey.md", "journey.svg"];
+
+/// Write `journey.json`, `stages.csv`, `journey.md` and `journey.svg` into `dir`.
+pub fn write_all(dir: &Path, report: &JourneyReport) -> io::Result<()> {
+    let [json, csv, md, svg] = FILES;
+    write_file(&dir.join(json), |w| write_json(report, w))?;
+    write_file(&dir.join(csv), |w| write_csv(report, w))?;
+    write_file(&dir.join(md), |w| write_markdown(report, w))?;
+    write_file(&dir.join(svg), |w| write_svg(report, w))
+}
+
+fn write_file(
+    path: &Path,
+    render: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut w = BufWriter::new(File::create(path)?);
+    render(&mut w)?;
+    w.flush()
+}
+
+/// Every figure, as pretty-printed JSON with a final newline.
+pub fn write_json(report: &JourneyReport, w: &mut impl Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, report)?;
+    w.write_all(b"\n")
 }
 
 #[derive(serde::Serialize)]
@@ -23,9 +42,9 @@ struct CsvRow<'a> {
     name: &'a str,
     replicas: Option<usize>,
     api_instances: Option<usize>,
-    nginx: String,
+    nginx: &'static str,
     cache: Option<bool>,
-    ids: String,
+    ids: &'a str,
     users: Option<usize>,
     db_cpus: Option<f64>,
     db_memory_mb: Option<u64>,
@@ -49,16 +68,9 @@ struct CsvRow<'a> {
     verdict: &'a str,
 }
 
-fn utilization(stage: &StageResult, component: &str) -> Option<f64> {
-    stage
-        .cpu
-        .iter()
-        .find(|c| c.component == component)
-        .map(|c| c.utilization)
-}
-
-fn write_csv(path: &Path, report: &JourneyReport) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_path(path)?;
+/// One row per stage, with a header; empty cells where a stage has no such figure.
+pub fn write_csv(report: &JourneyReport, w: &mut impl Write) -> io::Result<()> {
+    let mut w = csv::Writer::from_writer(w);
     for s in &report.stages {
         let t = s.topology.as_ref();
         let l = s.load.as_ref();
@@ -67,11 +79,9 @@ fn write_csv(path: &Path, report: &JourneyReport) -> anyhow::Result<()> {
             name: &s.name,
             replicas: t.map(|t| t.replicas),
             api_instances: t.map(|t| t.api_instances),
-            nginx: t
-                .map(|t| format!("{:?}", t.nginx).to_lowercase())
-                .unwrap_or_default(),
+            nginx: t.map(|t| t.nginx.name()).unwrap_or_default(),
             cache: t.map(|t| t.cache),
-            ids: t.map(|t| t.ids.clone()).unwrap_or_default(),
+            ids: t.map(|t| t.ids.as_str()).unwrap_or_default(),
             users: t.map(|t| t.users),
             db_cpus: t.and_then(|t| t.db_budget.budget.cpus),
             db_memory_mb: t.and_then(|t| t.db_budget.budget.memory_mb),
@@ -86,44 +96,43 @@ fn write_csv(path: &Path, report: &JourneyReport) -> anyhow::Result<()> {
             p99_corrected_us: l.map(|l| l.latency_corrected.p99_us),
             errors: l.map(|l| l.total_errors()),
             error_rate: l.map(|l| l.error_rate),
-            db_utilization: utilization(s, "database"),
-            api_utilization: utilization(s, "api"),
-            nginx_utilization: utilization(s, "nginx"),
-            generator_utilization: utilization(s, "load generator"),
+            db_utilization: s.utilization(Component::Database),
+            api_utilization: s.utilization(Component::Api),
+            nginx_utilization: s.utilization(Component::Nginx),
+            generator_utilization: s.utilization(Component::LoadGenerator),
             machine_utilization: s.machine_cpu_utilization,
             bottleneck: &s.bottleneck,
             verdict: &s.verdict,
         })?;
     }
-    w.flush()?;
-    Ok(())
+    w.flush()
 }
 
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-pub fn markdown(report: &JourneyReport) -> String {
+/// The stage table, then each index stage's plans, then how to read the figures.
+pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Result<()> {
     let m = &report.machine;
-    let mut out = String::new();
-    let _ = writeln!(out, "# Journey: {}\n", report.journey);
-    let _ = writeln!(
+    writeln!(out, "# Journey: {}\n", report.journey)?;
+    writeln!(
         out,
         "Machine: {} cores ({}), {} GiB, kernel {}; {}; {}. Data: {} products, {} relation rows (seeded in {} s). Run {}.\n",
         m.cores, m.cpu_model, m.memory_gib, m.kernel, m.postgres, m.nginx, report.products, report.relation_rows, report.seed_secs, report.started_at
-    );
-    let _ = writeln!(out, "Command: `{}`\n", report.command);
-    let _ = writeln!(
+    )?;
+    writeln!(out, "Command: `{}`\n", report.command)?;
+    writeln!(
         out,
         "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck |"
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    );
+    )?;
     for s in &report.stages {
-        let pct = |c: &str| {
-            utilization(s, c)
+        let pct = |c: Component| {
+            s.utilization(c)
                 .map(|u| format!("{:.0}%", u * 100.0))
                 .unwrap_or_else(|| "-".into())
         };
@@ -137,14 +146,14 @@ pub fn markdown(report: &JourneyReport) -> String {
                     (Some(_), false) => ", **unbudgeted**".into(),
                     _ => String::new(),
                 };
-                let _ = writeln!(
+                writeln!(
                     out,
                     "| {} | {} | {} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.number,
                     s.name,
                     t.replicas,
                     t.api_instances,
-                    format!("{:?}", t.nginx).to_lowercase(),
+                    t.nginx.name(),
                     if t.cache { "on" } else { "off" },
                     t.ids,
                     budget,
@@ -153,53 +162,52 @@ pub fn markdown(report: &JourneyReport) -> String {
                     ms(l.latency.p99_us),
                     ms(l.latency.p999_us),
                     l.total_errors(),
-                    pct("database"),
-                    pct("api"),
-                    pct("nginx"),
-                    pct("load generator"),
+                    pct(Component::Database),
+                    pct(Component::Api),
+                    pct(Component::Nginx),
+                    pct(Component::LoadGenerator),
                     s.verdict
-                );
+                )?;
             }
             _ => {
-                let _ = writeln!(
+                writeln!(
                     out,
                     "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | {} |",
                     s.number, s.name, s.verdict
-                );
+                )?;
             }
         }
     }
     for s in &report.stages {
         if let Some(p) = &s.index {
-            let _ = writeln!(out, "\n## Stage {}: {}\n", s.number, s.name);
-            let _ = writeln!(
+            writeln!(out, "\n## Stage {}: {}\n", s.number, s.name)?;
+            writeln!(
                 out,
                 "Without the index: {:?} ms (median {} ms). Index build: {} s. With it: median {} ms, p99 {} ms over {} queries; {}x faster.\n",
                 p.without_index_ms, p.without_index_ms_median, p.index_build_secs, p.with_index_ms_median, p.with_index_ms_p99, p.with_index_samples, p.speedup
-            );
-            let _ = writeln!(
+            )?;
+            writeln!(
                 out,
                 "Plan without the index:\n\n```\n{}\n```\n",
                 p.plan_without_index.join("\n")
-            );
-            let _ = writeln!(
+            )?;
+            writeln!(
                 out,
                 "Plan with the index:\n\n```\n{}\n```",
                 p.plan_with_index.join("\n")
-            );
+            )?;
         }
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "\nPercentiles are measured per request in microseconds (closed model, no think time); \
          `journey.json` also has the coordinated-omission-corrected ones. CPU columns are each \
          component's CPU time in the measured window over its limit (its budget, or the machine's cores)."
-    );
-    out
+    )
 }
 
 /// Bars for requests/s, a line for p99 latency on a second axis.
-pub fn svg_chart(report: &JourneyReport) -> String {
+pub fn write_svg(report: &JourneyReport, svg: &mut impl Write) -> io::Result<()> {
     let stages: Vec<&StageResult> = report
         .stages
         .iter()
@@ -219,22 +227,21 @@ pub fn svg_chart(report: &JourneyReport) -> String {
         .map(|s| s.load.as_ref().unwrap().latency.p99_us as f64 / 1000.0)
         .fold(0.1, f64::max)
         * 1.15;
-    let mut svg = String::new();
-    let _ = writeln!(
+    writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
+    )?;
+    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#)?;
+    writeln!(
         svg,
         r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}: successful requests/s (bars) and p99 latency (line), {} cores</text>"#,
         w / 2.0,
         xml(&report.journey),
         report.machine.cores
-    );
+    )?;
     for i in 0..=4 {
         let y = top + plot_h - plot_h * i as f64 / 4.0;
-        let _ = writeln!(
+        writeln!(
             svg,
             r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0}</text><text x="{}" y="{}" fill="#c0392b">{:.2} ms</text>"##,
             left + plot_w,
@@ -244,7 +251,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             left + plot_w + 6.0,
             y + 4.0,
             max_p99 * i as f64 / 4.0
-        );
+        )?;
     }
     let n = stages.len().max(1) as f64;
     let slot = plot_w / n;
@@ -253,7 +260,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
         let l = s.load.as_ref().unwrap();
         let x = left + slot * i as f64;
         let bar_h = plot_h * l.successful_per_sec / max_rps;
-        let _ = writeln!(
+        writeln!(
             svg,
             r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#2e86c1"><title>{}: {:.0} req/s</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
             x + slot * 0.15,
@@ -265,9 +272,9 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             x + slot / 2.0,
             top + plot_h - bar_h - 4.0,
             l.successful_per_sec
-        );
+        )?;
         let label_y = top + plot_h + 16.0;
-        let _ = writeln!(
+        writeln!(
             svg,
             r#"<text x="{:.1}" y="{label_y}" text-anchor="middle" font-weight="bold">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">bottleneck: {}{}</text>"#,
             x + slot / 2.0,
@@ -283,7 +290,7 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             } else {
                 ""
             }
-        );
+        )?;
         let p99 = l.latency.p99_us as f64 / 1000.0;
         points.push((x + slot / 2.0, top + plot_h - plot_h * p99 / max_p99));
     }
@@ -292,26 +299,25 @@ pub fn svg_chart(report: &JourneyReport) -> String {
             .iter()
             .map(|(x, y)| format!("{x:.1},{y:.1}"))
             .collect();
-        let _ = writeln!(
+        writeln!(
             svg,
             r##"<polyline points="{}" fill="none" stroke="#c0392b" stroke-width="2"/>"##,
             path.join(" ")
-        );
+        )?;
         for (x, y) in points {
-            let _ = writeln!(
+            writeln!(
                 svg,
                 r##"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="#c0392b"/>"##
-            );
+            )?;
         }
     }
-    let _ = writeln!(
+    writeln!(
         svg,
         r#"<text x="{left}" y="{}" font-size="10">stage numbers as in journey.md; {} products; generated by loadgen journey</text>"#,
         h - 10.0,
         report.products
-    );
-    svg.push_str("</svg>\n");
-    svg
+    )?;
+    writeln!(svg, "</svg>")
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -327,4 +333,76 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::sample_report;
+    use super::*;
+
+    fn render(f: impl FnOnce(&JourneyReport, &mut Vec<u8>) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&sample_report(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn markdown_of_a_known_report() {
+        assert_eq!(
+            render(write_markdown),
+            include_str!("../../tests/fixtures/journey.md")
+        );
+    }
+
+    #[test]
+    fn csv_of_a_known_report() {
+        assert_eq!(
+            render(write_csv),
+            include_str!("../../tests/fixtures/stages.csv")
+        );
+    }
+
+    #[test]
+    fn json_of_a_known_report_and_back() {
+        let json = render(write_json);
+        assert_eq!(json, include_str!("../../tests/fixtures/journey.json"));
+        let back: JourneyReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, sample_report());
+    }
+
+    #[test]
+    fn svg_of_a_known_report() {
+        assert_eq!(
+            render(write_svg),
+            include_str!("../../tests/fixtures/journey.svg")
+        );
+    }
+
+    #[test]
+    fn write_all_writes_the_four_files_as_the_renderers_do() {
+        let dir = tempfile::tempdir().unwrap();
+        write_all(dir.path(), &sample_report()).unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("journey.md"), render(write_markdown));
+        assert_eq!(read("stages.csv"), render(write_csv));
+        assert_eq!(read("journey.json"), render(write_json));
+        assert_eq!(read("journey.svg"), render(write_svg));
+    }
+
+    #[test]
+    fn an_empty_report_still_renders() {
+        let mut report = sample_report();
+        report.stages.clear();
+        let mut svg = Vec::new();
+        write_svg(&report, &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(!svg.contains("<polyline"));
+        let mut csv = Vec::new();
+        write_csv(&report, &mut csv).unwrap();
+        assert!(
+            csv.is_empty(),
+            "no stage, no row (and, as before, no header)"
+        );
+    }
 }

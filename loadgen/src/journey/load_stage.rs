@@ -1,0 +1,349 @@
+//! The load stage: serve from the stage's replicas under their budgets, start its API tier
+//! (instances, budgets, nginx or not), send the load through [`crate::scenario::run_load`] while
+//! reading every component's CPU over exactly the measured window, and judge the stage with
+//! [`super::verdict`].
+
+use std::time::{Duration, Instant};
+
+use stack::cgroup::{process_tree_cpu, Budget};
+use stack::nginx::NginxSettings;
+
+use super::context::StageContext;
+use super::model::{Component, ComponentCpu, NginxMode, StageKind, StageResult, StageTopology};
+use super::spec::StagePlan;
+use super::verdict::verdict;
+use crate::cancel::INTERRUPTED;
+use crate::scenario::{run_load, LoadError, LoadSpec};
+use crate::topology::{machine_busy_cpu, own_cpu, ApiLaunch, ApiTier, BudgetState, Budgeted};
+
+/// Run the stage: its topology is torn down before this returns; the replicas stay for the next.
+pub(crate) async fn run(
+    ctx: &mut StageContext<'_>,
+    stage: &StagePlan,
+) -> anyhow::Result<StageResult> {
+    ctx.ensure_indexed().await?;
+    let serving = serve_from_replicas(ctx, stage).await?;
+    let db_pids: Vec<i32> = serving.iter().filter_map(|&n| ctx.cluster.pid(n)).collect();
+
+    let stage_dir = ctx.run_dir.join(format!("stage-{}", stage.number));
+    let nginx = match stage.nginx {
+        NginxMode::Off => None,
+        NginxMode::Untuned => Some(NginxSettings::untuned()),
+        NginxMode::Tuned => Some(NginxSettings::tuned()),
+    };
+    let launch = ApiLaunch {
+        program: ctx.opts.api_program.clone(),
+        replica_urls: serving.iter().map(|&n| ctx.cluster.api_url(n)).collect(),
+        cache_capacity: stage.cache_capacity,
+        pool_size: ctx.plan.pool_size,
+        extra_args: Vec::new(),
+    };
+    let tier = ApiTier::start(
+        &launch,
+        stage.api_instances,
+        stage.api_budget,
+        nginx,
+        &stage_dir,
+    )
+    .await?;
+    let api_pids: Vec<i32> = tier.instances.iter().map(|i| i.pid()).collect();
+    let nginx_pid = tier.nginx.as_ref().map(|n| n.pid());
+
+    let goose_report = format!("stage-{}-goose.html", stage.number);
+    let spec = LoadSpec {
+        host: tier.entry_url(),
+        users: stage.users,
+        warmup: ctx.plan.warmup,
+        duration: stage.duration,
+        products: ctx.plan.products,
+        expected_items: Some(ctx.plan.per_product as usize),
+        ids: stage.ids,
+        unknown_share: ctx.plan.unknown_share,
+        report_files: vec![ctx.run_dir.join(&goose_report)],
+        goose_args: ctx.opts.goose_args.clone(),
+        request_timeout: Duration::from_secs(10),
+    };
+    let sample = move || Snapshot {
+        at: Instant::now(),
+        db: db_pids.iter().map(|&p| process_tree_cpu(p)).sum(),
+        api: api_pids.iter().map(|&p| process_tree_cpu(p)).sum(),
+        nginx: nginx_pid.map(process_tree_cpu).unwrap_or_default(),
+        generator: own_cpu(),
+        machine: machine_busy_cpu(),
+    };
+    let (load, start, end) = match run_load(&spec, ctx.cancel, sample).await {
+        Ok(r) => r,
+        Err(LoadError::Interrupted) => anyhow::bail!(INTERRUPTED),
+        Err(e) => return Err(e.into()),
+    };
+    let nginx_errors = tier.nginx.as_ref().map(|n| n.errors());
+    let api_budget = tier
+        .budgets
+        .first()
+        .map(|b| b.state.clone())
+        .unwrap_or(BudgetState {
+            budget: stage.api_budget,
+            unbudgeted_reason: None,
+        });
+    drop(tier);
+
+    let db_budget = ctx.db_budgets[0].state.clone();
+    let usage = CpuUse::between(&start, &end, stack::process::cores() as f64);
+    let cpu = usage.components(stage, &db_budget, &api_budget);
+    let machine_cpu_utilization = usage.machine();
+    let judged = verdict(&cpu, &load, nginx_errors.as_ref(), machine_cpu_utilization);
+
+    let budgeted = [&db_budget, &api_budget].iter().all(|b| b.enforced());
+    Ok(StageResult {
+        number: stage.number,
+        name: stage.name.clone(),
+        note: stage.note.clone(),
+        kind: StageKind::Load,
+        topology: Some(StageTopology {
+            replicas: stage.replicas,
+            api_instances: stage.api_instances,
+            nginx: stage.nginx,
+            cache: stage.cache,
+            users: stage.users,
+            ids: stage.ids.to_string(),
+            db_budget,
+            api_budget,
+            budgeted,
+        }),
+        load: Some(load),
+        index: None,
+        cpu,
+        machine_cpu_utilization,
+        nginx_errors,
+        bottleneck: judged.bottleneck.to_string(),
+        verdict: judged.text,
+        goose_report: Some(goose_report),
+    })
+}
+
+/// Add replicas up to the stage's count and put the first `stage.replicas` of them under the
+/// stage's database budget. Returns the serving nodes.
+async fn serve_from_replicas(
+    ctx: &mut StageContext<'_>,
+    stage: &StagePlan,
+) -> anyhow::Result<Vec<usize>> {
+    while ctx.cluster.replica_indexes().len() < stage.replicas {
+        ctx.cancel.check()?;
+        ctx.cluster.add_replica().await?;
+    }
+    let serving: Vec<usize> = ctx.cluster.replica_indexes()[..stage.replicas].to_vec();
+    for (k, &node) in serving.iter().enumerate() {
+        let pid = ctx
+            .cluster
+            .pid(node)
+            .ok_or_else(|| anyhow::anyhow!("replica {node} is not running"))?;
+        let name = format!("db{k}");
+        match ctx.db_budgets.get_mut(k) {
+            Some(budgeted) => budgeted.change(&name, pid, stage.db_budget),
+            None => ctx
+                .db_budgets
+                .push(Budgeted::apply(&name, pid, stage.db_budget)),
+        }
+    }
+    Ok(serving)
+}
+
+/// CPU time of every component (and of the whole machine) at one instant.
+#[derive(Clone)]
+struct Snapshot {
+    at: Instant,
+    db: Duration,
+    api: Duration,
+    nginx: Duration,
+    generator: Duration,
+    machine: Duration,
+}
+
+/// CPU used between two snapshots, on a machine of `cores` cores.
+struct CpuUse {
+    window_secs: f64,
+    cores: f64,
+    db: Duration,
+    api: Duration,
+    nginx: Duration,
+    generator: Duration,
+    machine: Duration,
+}
+
+impl CpuUse {
+    fn between(start: &Snapshot, end: &Snapshot, cores: f64) -> CpuUse {
+        CpuUse {
+            window_secs: (end.at - start.at).as_secs_f64().max(0.001),
+            cores,
+            db: end.db - start.db,
+            api: end.api - start.api,
+            nginx: end.nginx - start.nginx,
+            generator: end.generator - start.generator,
+            machine: end.machine - start.machine,
+        }
+    }
+
+    /// The database, the API, nginx when the stage has it, and the load generator, each against
+    /// its limit: `count` budgets together (at most the machine), or the machine's cores.
+    fn components(
+        &self,
+        stage: &StagePlan,
+        db_budget: &BudgetState,
+        api_budget: &BudgetState,
+    ) -> Vec<ComponentCpu> {
+        let unbudgeted = BudgetState {
+            budget: Budget::default(),
+            unbudgeted_reason: None,
+        };
+        let mut cpu = vec![
+            self.component(Component::Database, self.db, db_budget, stage.replicas),
+            self.component(Component::Api, self.api, api_budget, stage.api_instances),
+        ];
+        if stage.nginx != NginxMode::Off {
+            cpu.push(self.component(Component::Nginx, self.nginx, &unbudgeted, 1));
+        }
+        cpu.push(self.component(Component::LoadGenerator, self.generator, &unbudgeted, 1));
+        cpu
+    }
+
+    fn component(
+        &self,
+        component: Component,
+        used: Duration,
+        budget: &BudgetState,
+        count: usize,
+    ) -> ComponentCpu {
+        let budgeted = budget.enforced() && budget.budget.cpus.is_some();
+        let limit = if budgeted {
+            (budget.budget.cpus.unwrap_or(self.cores) * count as f64).min(self.cores)
+        } else {
+            self.cores
+        };
+        let cpu_secs = used.as_secs_f64();
+        ComponentCpu {
+            component,
+            cpu_secs: round3(cpu_secs),
+            limit_cores: round3(limit),
+            budgeted,
+            utilization: round3(cpu_secs / (self.window_secs * limit)),
+        }
+    }
+
+    /// Busy share of all the machine's cores.
+    fn machine(&self) -> f64 {
+        round3(self.machine.as_secs_f64() / (self.window_secs * self.cores))
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spec::{JourneyFile, JourneyPlan, Overrides};
+    use super::*;
+
+    fn stage(nginx: &str, replicas: usize) -> StagePlan {
+        let file = JourneyFile::parse(
+            &format!("name = \"x\"\n[[stage]]\nname = \"s\"\nnginx = \"{nginx}\"\nreplicas = {replicas}\napi_instances = 6\n"),
+            "test",
+        )
+        .unwrap();
+        JourneyPlan::resolve(&file, &Overrides::default()).stages[0].clone()
+    }
+
+    fn budget(cpus: Option<f64>, unbudgeted_reason: Option<&str>) -> BudgetState {
+        BudgetState {
+            budget: Budget {
+                cpus,
+                memory_mb: None,
+            },
+            unbudgeted_reason: unbudgeted_reason.map(String::from),
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn usage() -> CpuUse {
+        let at = Instant::now();
+        let start = Snapshot {
+            at,
+            db: secs(100.0),
+            api: secs(50.0),
+            nginx: secs(10.0),
+            generator: secs(5.0),
+            machine: secs(1000.0),
+        };
+        let end = Snapshot {
+            at: at + secs(20.0),
+            db: secs(100.0 + 9.0),
+            api: secs(50.0 + 4.0),
+            nginx: secs(10.0 + 2.0),
+            generator: secs(5.0 + 8.0),
+            machine: secs(1000.0 + 36.0),
+        };
+        CpuUse::between(&start, &end, 2.0)
+    }
+
+    #[test]
+    fn budgets_of_every_replica_add_up_to_at_most_the_machine() {
+        let cpu = usage().components(
+            &stage("tuned", 3),
+            &budget(Some(0.25), None),
+            &budget(None, None),
+        );
+        let names: Vec<Component> = cpu.iter().map(|c| c.component).collect();
+        assert_eq!(
+            names,
+            [
+                Component::Database,
+                Component::Api,
+                Component::Nginx,
+                Component::LoadGenerator
+            ]
+        );
+        // 9 s of CPU over 20 s against 3 x 0.25 cores.
+        assert_eq!(
+            cpu[0],
+            ComponentCpu {
+                component: Component::Database,
+                cpu_secs: 9.0,
+                limit_cores: 0.75,
+                budgeted: true,
+                utilization: 0.6
+            }
+        );
+        // No CPU budget: the machine's 2 cores.
+        assert_eq!(
+            (cpu[1].limit_cores, cpu[1].budgeted, cpu[1].utilization),
+            (2.0, false, 0.1)
+        );
+        assert_eq!(cpu[2].utilization, 0.05);
+        assert_eq!(cpu[3].utilization, 0.2);
+        assert_eq!(usage().machine(), 0.9);
+
+        let big = usage().components(
+            &stage("off", 3),
+            &budget(Some(1.0), None),
+            &budget(None, None),
+        );
+        assert_eq!(big[0].limit_cores, 2.0, "3 x 1 core on a 2-core machine");
+    }
+
+    #[test]
+    fn no_nginx_no_nginx_row_and_an_unenforced_budget_counts_the_machine() {
+        let cpu = usage().components(
+            &stage("off", 1),
+            &budget(Some(0.25), Some("no cgroup v2")),
+            &budget(None, None),
+        );
+        assert!(cpu.iter().all(|c| c.component != Component::Nginx));
+        assert_eq!(
+            (cpu[0].limit_cores, cpu[0].budgeted, cpu[0].utilization),
+            (2.0, false, 0.225)
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! The requests-per-second journey: a TOML list of stages, each a topology (replicas, API
+//! instances, nginx, cache), budgets that make one machine stand in for hosts of given sizes,
+//! and a load. The runner seeds once, builds and tears down each stage's topology, measures it,
+//! and names the component closest to its limit.
+//!
+//! - [`spec`]: the journey file, its defaults, and the [`JourneyPlan`] resolved once from it and
+//!   the command line's overrides;
+//! - [`model`]: what a run measured ([`JourneyReport`], stage results, [`model::Component`]);
+//!   [`machine`]: the machine it ran on;
+//! - `run`: the runner ([`run_journey`]) over a `context::StageContext` lent to one entry point
+//!   per kind of stage, `index_stage` and `load_stage`;
+//! - [`verdict`]: which component limits a load stage, and why;
+//! - [`report`]: the result files, rendered from the model alone.
+//!
+//! Ctrl-C reaches the runner as a [`crate::cancel::Cancel`] value.
+
+mod context;
+#[cfg(test)]
+mod fixture;
+mod index_stage;
+mod load_stage;
+pub mod machine;
+pub mod model;
+pub mod report;
+mod run;
+pub mod spec;
+pub mod verdict;
+
+pub use context::JourneyOptions;
+pub use machine::Machine;
+pub use model::JourneyReport;
+pub use run::run_journey;
+pub use spec::{JourneyFile, JourneyPlan, Overrides, DEFAULT_JOURNEY};

@@ -1,0 +1,195 @@
+//! What a journey measured: the components it names, each stage's result (topology, load,
+//! index probe, CPU per component, verdict) and the whole report. Plain data that serialises to
+//! `journey.json`; the runner fills it, [`super::verdict`] judges it and [`super::report`]
+//! renders it, and neither of those needs anything else of the journey.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use stack::nginx::NginxErrors;
+
+use super::machine::Machine;
+use crate::index_probe::IndexProbe;
+use crate::scenario::LoadResult;
+use crate::topology::BudgetState;
+
+/// What a stage does.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// Single timed queries and EXPLAIN ANALYZE without and with the B-tree index.
+    Index,
+    #[default]
+    Load,
+}
+
+/// nginx in front of the API instances, or not.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NginxMode {
+    #[default]
+    Off,
+    Untuned,
+    Tuned,
+}
+
+impl NginxMode {
+    /// The word the journey file, the CSV and the Markdown use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NginxMode::Off => "off",
+            NginxMode::Untuned => "untuned",
+            NginxMode::Tuned => "tuned",
+        }
+    }
+}
+
+/// A part of a stage that can be its bottleneck. Its [`name`](Component::name) is the one
+/// spelling of it in `journey.json`, `stages.csv`, `journey.md` and the verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// The serving replicas, together.
+    Database,
+    /// The API instances, together.
+    Api,
+    Nginx,
+    /// This process, which sends the load.
+    LoadGenerator,
+    /// The machine's CPU as a whole, when no component is at its own limit.
+    Machine,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] = [
+        Component::Database,
+        Component::Api,
+        Component::Nginx,
+        Component::LoadGenerator,
+        Component::Machine,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Database => "database",
+            Component::Api => "api",
+            Component::Nginx => "nginx",
+            Component::LoadGenerator => "load generator",
+            Component::Machine => "machine CPU",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Component {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Component {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Component::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown component {name:?}")))
+    }
+}
+
+/// CPU one component used in the measured window, against its limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComponentCpu {
+    pub component: Component,
+    pub cpu_secs: f64,
+    /// Cores it may use: its budget, or the machine's cores when unbudgeted.
+    pub limit_cores: f64,
+    pub budgeted: bool,
+    /// cpu_secs / (window x limit_cores).
+    pub utilization: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageTopology {
+    pub replicas: usize,
+    pub api_instances: usize,
+    pub nginx: NginxMode,
+    pub cache: bool,
+    pub users: usize,
+    pub ids: String,
+    pub db_budget: BudgetState,
+    pub api_budget: BudgetState,
+    /// False when any budget the stage asked for could not be enforced.
+    pub budgeted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageResult {
+    pub number: usize,
+    pub name: String,
+    pub note: String,
+    pub kind: StageKind,
+    pub topology: Option<StageTopology>,
+    pub load: Option<LoadResult>,
+    pub index: Option<IndexProbe>,
+    pub cpu: Vec<ComponentCpu>,
+    pub machine_cpu_utilization: f64,
+    pub nginx_errors: Option<NginxErrors>,
+    /// The limiting component's name (or "database (no index)" for the index stage).
+    pub bottleneck: String,
+    pub verdict: String,
+    pub goose_report: Option<String>,
+}
+
+impl StageResult {
+    /// The utilization of `component` in this stage, if it was measured.
+    pub fn utilization(&self, component: Component) -> Option<f64> {
+        self.cpu
+            .iter()
+            .find(|c| c.component == component)
+            .map(|c| c.utilization)
+    }
+}
+
+/// Everything a journey run measured: what `journey.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JourneyReport {
+    pub journey: String,
+    pub started_at: String,
+    pub machine: Machine,
+    pub products: u64,
+    pub relation_rows: u64,
+    pub seed_secs: f64,
+    pub stages: Vec<StageResult>,
+    pub command: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_serialise_by_their_one_name() {
+        for c in Component::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(serde_json::from_str::<Component>(&json).unwrap(), c);
+        }
+        assert_eq!(Component::LoadGenerator.to_string(), "load generator");
+        assert!(serde_json::from_str::<Component>("\"disk\"").is_err());
+    }
+
+    #[test]
+    fn nginx_modes_are_named_as_serde_spells_them() {
+        for m in [NginxMode::Off, NginxMode::Untuned, NginxMode::Tuned] {
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The journey file and the plan made from it. [`JourneyFile`] is the TOML as written (stages,
+//! data, load defaults); [`JourneyPlan::resolve`] applies the command line's overrides
+//! (`--products`, `--duration-secs`, `--users`) and the file's defaults once, so every stage
+//! of the runner reads final values from its [`StagePlan`] and no precedence rule is repeated.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stack::cgroup::Budget;
+
+use super::model::{NginxMode, StageKind};
+use crate::ids::IdDistribution;
+
+/// The journey shipped with the project: the story's stages and one past them.
+pub const DEFAULT_JOURNEY: &str = include_str!("../../journeys/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyFile {
+    pub name: String,
+    #[serde(default)]
+    pub data: DataSpec,
+    #[serde(default)]
+    pub defaults: LoadDefaults,
+    #[serde(rename = "stage")]
+    pub stages: Vec<StageSpec>,
+}
+
+impl JourneyFile {
+    /// Parse and check a journey file; `origin` (its path) starts every error message.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<JourneyFile> {
+        let file: JourneyFile =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        if file.stages.is_empty() {
+            anyhow::bail!("{origin}: a journey needs at least one [[stage]]");
+        }
+        for (i, s) in file.stages.iter().enumerate() {
+            if s.kind == StageKind::Load && (s.replicas == 0 || s.api_instances == 0) {
+                anyhow::bail!(
+                    "{origin}: stage {} ({}) needs at least one replica and one API instance",
+                    i + 1,
+                    s.name
+                );
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// The data every stage reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSpec {
+    pub products: u64,
+    pub per_product: u32,
+    pub seed: u64,
+    /// shared_buffers of each PostgreSQL server, MiB.
+    pub shared_buffers_mb: u32,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self {
+            products: 100_000,
+            per_product: 16,
+            seed: 42,
+            shared_buffers_mb: 128,
+        }
+    }
+}
+
+/// Load settings a stage inherits unless it sets its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadDefaults {
+    pub users: usize,
+    pub warmup_secs: u64,
+    pub duration_secs: u64,
+    pub unknown_share: f64,
+    pub pool_size: u32,
+    pub ids: IdDistribution,
+}
+
+impl Default for LoadDefaults {
+    fn default() -> Self {
+        Self {
+            users: 64,
+            warmup_secs: 3,
+            duration_secs: 20,
+            unknown_share: 0.01,
+            pool_size: 8,
+            ids: IdDistribution::Uniform,
+        }
+    }
+}
+
+/// One `[[stage]]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    /// What this stage changes, in the story's words.
+    #[serde(default)]
+    pub note: String,
+    #[serde(default)]
+    pub kind: StageKind,
+    #[serde(default = "one")]
+    pub replicas: usize,
+    #[serde(default = "one")]
+    pub api_instances: usize,
+    #[serde(default)]
+    pub nginx: NginxMode,
+    #[serde(default)]
+    pub cache: bool,
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: u64,
+    /// Budget of each serving replica.
+    #[serde(default)]
+    pub db_budget: Budget,
+    /// Budget of each API instance.
+    #[serde(default)]
+    pub api_budget: Budget,
+    pub users: Option<usize>,
+    pub duration_secs: Option<u64>,
+    pub ids: Option<IdDistribution>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_cache_capacity() -> u64 {
+    100_000
+}
+
+/// What the command line overrides in every journey file: `None` keeps the file's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--products`: products to seed.
+    pub products: Option<u64>,
+    /// `--duration-secs`: measured seconds of every load stage.
+    pub duration_secs: Option<u64>,
+    /// `--users`: simulated users of every load stage.
+    pub users: Option<usize>,
+}
+
+/// A journey with every value final: the file's defaults and the command line applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyPlan {
+    pub name: String,
+    /// Products to seed: `--products`, else the file's `[data] products`.
+    pub products: u64,
+    pub per_product: u32,
+    pub seed: u64,
+    pub shared_buffers_mb: u32,
+    /// Seed without the relation index: the first stage measures the query without it.
+    pub seed_without_index: bool,
+    pub warmup: Duration,
+    pub unknown_share: f64,
+    /// Connections of each API instance's pool per replica.
+    pub pool_size: u32,
+    pub stages: Vec<StagePlan>,
+}
+
+/// One stage with its final values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagePlan {
+    /// 1-based, as reported.
+    pub number: usize,
+    pub name: String,
+    pub note: String,
+    pub kind: StageKind,
+    pub replicas: usize,
+    pub api_instances: usize,
+    pub nginx: NginxMode,
+    /// Whether the stage turns the API's response cache on.
+    pub cache: bool,
+    /// Capacity of each API instance's response cache; 0 when the stage has the cache off.
+    pub cache_capacity: u64,
+    pub db_budget: Budget,
+    pub api_budget: Budget,
+    /// `--users`, else the stage's `users`, else the file's default.
+    pub users: usize,
+    /// `--duration-secs`, else the stage's `duration_secs`, else the file's default.
+    pub duration: Duration,
+    /// The stage's `ids`, else the file's default.
+    pub ids: IdDistribution,
+}
+
+impl JourneyPlan {
+    /// Apply `overrides` and the file's defaults to every stage (the command line first, then the
+    /// stage's own value, then `[defaults]`).
+    pub fn resolve(file: &JourneyFile, overrides: &Overrides) -> JourneyPlan {
+        let defaults = &file.defaults;
+        let stages = file
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StagePlan {
+                number: i + 1,
+                name: s.name.clone(),
+                note: s.note.clone(),
+                kind: s.kind,
+                replicas: s.replicas,
+                api_instances: s.api_instances,
+                nginx: s.nginx,
+                cache: s.cache,
+                cache_capacity: if s.cache { s.cache_capacity } else { 0 },
+                db_budget: s.db_budget,
+                api_budget: s.api_budget,
+                users: overrides.users.or(s.users).unwrap_or(defaults.users),
+                duration: Duration::from_secs(
+                    overrides
+                        .duration_secs
+                        .or(s.duration_secs)
+                        .unwrap_or(defaults.duration_secs),
+                ),
+                ids: s.ids.unwrap_or(defaults.ids),
+            })
+            .collect();
+        JourneyPlan {
+            name: file.name.clone(),
+            products: overrides.products.unwrap_or(file.data.products),
+            per_product: file.data.per_product,
+            seed: file.data.seed,
+            shared_buffers_mb: file.data.shared_buffers_mb,
+            seed_without_index: file.stages.first().map(|s| s.kind) == Some(StageKind::Index),
+            warmup: Duration::from_secs(defaults.warmup_secs),
+            unknown_share: defaults.unknown_share,
+            pool_size: defaults.pool_size,
+            stages,
+        }
+    }
+
+    /// Relation rows the seeded data holds.
+    pub fn relation_rows(&self) -> u64 {
+        self.products * self.per_product as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+name = "t"
+
+[data]
+products = 5000
+
+[defaults]
+users = 10
+duration_secs = 7
+ids = { zipf = 1.0 }
+
+[[stage]]
+name = "index"
+kind = "index"
+
+[[stage]]
+name = "own values"
+users = 20
+duration_secs = 9
+ids = "uniform"
+cache = true
+cache_capacity = 500
+nginx = "tuned"
+db_budget = { cpus = 0.5, memory_mb = 512 }
+
+[[stage]]
+name = "defaults"
+replicas = 3
+"#;
+
+    fn parse(text: &str) -> anyhow::Result<JourneyFile> {
+        JourneyFile::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn the_default_journey_parses_into_its_seven_stages() {
+        let file = JourneyFile::parse(DEFAULT_JOURNEY, "default journey").unwrap();
+        let plan = JourneyPlan::resolve(&file, &Overrides::default());
+        assert_eq!(plan.stages.len(), 7);
+        assert!(plan.seed_without_index);
+        assert_eq!(plan.stages[0].kind, StageKind::Index);
+        assert!(plan.stages[1..].iter().all(|s| s.kind == StageKind::Load));
+        let numbers: Vec<usize> = plan.stages.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn without_overrides_a_stage_value_beats_the_files_default() {
+        let plan = JourneyPlan::resolve(&parse(FILE).unwrap(), &Overrides::default());
+        assert_eq!(plan.products, 5000);
+        assert_eq!(plan.relation_rows(), 5000 * 16);
+        let own = &plan.stages[1];
+        assert_eq!(own.users, 20);
+        assert_eq!(own.duration, Duration::from_secs(9));
+        assert_eq!(own.ids, IdDistribution::Uniform);
+        assert_eq!(own.cache_capacity, 500);
+        assert_eq!(own.nginx, NginxMode::Tuned);
+        assert_eq!(own.db_budget.cpus, Some(0.5));
+        let defaults = &plan.stages[2];
+        assert_eq!(defaults.users, 10);
+        assert_eq!(defaults.duration, Duration::from_secs(7));
+        assert_eq!(defaults.ids, IdDistribution::Zipf(1.0));
+        assert_eq!((defaults.replicas, defaults.api_instances), (3, 1));
+        assert!(own.cache);
+        assert!(
+            !defaults.cache,
+            "the cache is off unless a stage turns it on"
+        );
+        assert_eq!(defaults.cache_capacity, 0, "and the API gets no cache");
+        assert_eq!(defaults.nginx, NginxMode::Off);
+        assert_eq!(plan.warmup, Duration::from_secs(3));
+        assert_eq!(plan.pool_size, 8);
+    }
+
+    #[test]
+    fn the_command_line_beats_the_stage_and_the_file() {
+        let overrides = Overrides {
+            products: Some(700),
+            duration_secs: Some(2),
+            users: Some(3),
+        };
+        let plan = JourneyPlan::resolve(&parse(FILE).unwrap(), &overrides);
+        assert_eq!(plan.products, 700);
+        for s in &plan.stages {
+            assert_eq!(s.users, 3, "{}", s.name);
+            assert_eq!(s.duration, Duration::from_secs(2), "{}", s.name);
+        }
+        assert_eq!(
+            plan.stages[1].ids,
+            IdDistribution::Uniform,
+            "no flag for ids"
+        );
+    }
+
+    #[test]
+    fn the_relation_index_is_seeded_unless_the_first_stage_measures_it() {
+        let file = parse(
+            "name = \"x\"\n[[stage]]\nname = \"a\"\n[[stage]]\nname = \"i\"\nkind = \"index\"\n",
+        )
+        .unwrap();
+        assert!(!JourneyPlan::resolve(&file, &Overrides::default()).seed_without_index);
+    }
+
+    #[test]
+    fn broken_files_are_refused_with_their_origin() {
+        let e = parse("name = \"x\"\n[[stage]]\nname = \"a\"\nreplicas = \"two\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("test.toml: "), "{e}");
+        let e = parse("name = \"x\"\nstage = []\n").unwrap_err();
+        assert!(e.to_string().contains("at least one [[stage]]"), "{e}");
+        let e = parse("name = \"x\"\n[[stage]]\nname = \"a\"\napi_instances = 0\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("stage 1 (a) needs at least one replica"),
+            "{e}"
+        );
+        let e = parse("name = \"x\"\n[[stage]]\nname = \"a\"\nspeed = 3\n").unwrap_err();
+        assert!(e.to_string().contains("speed"), "{e}");
+        // An index stage needs no API.
+        parse("name = \"x\"\n[[stage]]\nname = \"a\"\nkind = \"index\"\nreplicas = 0\n").unwrap();
+    }
+}
