@@ -36,7 +36,25 @@ pub struct ControlGroup {
     layout: Layout,
 }
 
-const PERIOD_US: u64 = 100_000;
+/// The CFS bandwidth period for a budget of `cpus` cores, and the quota in it. The kernel's
+/// default period of 100 ms lets a group of 1/16 core run 6 ms and then stall 94 ms: every query
+/// caught in the stall waits the whole gap, so a small budget measures stalls, not a small host.
+/// A short period makes the budget smooth (a 1/4 core runs 2.5 ms in every 10 ms). The quota
+/// cannot go below the kernel's minimum of 1 ms, so budgets under 1/10 core get a period of
+/// 1 ms / cpus (16 ms for 1/16 core) instead.
+pub fn quota_and_period_us(cpus: f64) -> (u64, u64) {
+    const PERIOD_US: f64 = 10_000.0;
+    const MIN_QUOTA_US: f64 = 1_000.0;
+    const MAX_PERIOD_US: f64 = 1_000_000.0;
+    let period = (MIN_QUOTA_US / cpus.max(f64::MIN_POSITIVE))
+        .clamp(PERIOD_US, MAX_PERIOD_US)
+        .round();
+    let quota = (cpus * period).round().max(MIN_QUOTA_US);
+    (quota as u64, period as u64)
+}
+
+/// The period written when the group has no CPU limit.
+const UNLIMITED_PERIOD_US: u64 = 100_000;
 
 impl ControlGroup {
     /// Create a group named `name` with this budget. `Err` carries a one-line reason why budgets
@@ -78,14 +96,12 @@ impl ControlGroup {
 
     /// Change the limits of a running group (the journey's "bigger database" stage).
     pub fn set_budget(&self, budget: &Budget) -> Result<(), String> {
-        let quota = budget
-            .cpus
-            .map(|c| ((c * PERIOD_US as f64) as u64).max(1000));
+        let quota = budget.cpus.map(quota_and_period_us);
         match &self.layout {
             Layout::V2(dir) => {
                 let cpu_max = match quota {
-                    Some(q) => format!("{q} {PERIOD_US}"),
-                    None => format!("max {PERIOD_US}"),
+                    Some((q, period)) => format!("{q} {period}"),
+                    None => format!("max {UNLIMITED_PERIOD_US}"),
                 };
                 write(&dir.join("cpu.max"), &cpu_max)?;
                 let mem = budget
@@ -95,8 +111,13 @@ impl ControlGroup {
                 write(&dir.join("memory.max"), &mem)?;
             }
             Layout::V1 { cpu, memory, .. } => {
-                write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-                let q = quota.map(|q| q as i64).unwrap_or(-1);
+                // The quota goes to -1 first: a period below the current quota is refused.
+                write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
+                let (q, period) = match quota {
+                    Some((q, period)) => (q as i64, period),
+                    None => (-1, UNLIMITED_PERIOD_US),
+                };
+                write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
                 write(&cpu.join("cpu.cfs_quota_us"), &q.to_string())?;
                 if let Some(mem) = memory {
                     let limit = budget
@@ -311,4 +332,18 @@ fn ticks_to_duration(ticks: u64) -> Duration {
         .flatten()
         .unwrap_or(100) as f64;
     Duration::from_secs_f64(ticks as f64 / per_sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_budgets_get_short_periods_and_tiny_ones_the_minimum_quota() {
+        assert_eq!(quota_and_period_us(0.25), (2_500, 10_000));
+        assert_eq!(quota_and_period_us(1.0), (10_000, 10_000));
+        assert_eq!(quota_and_period_us(2.5), (25_000, 10_000));
+        assert_eq!(quota_and_period_us(0.0625), (1_000, 16_000));
+        assert_eq!(quota_and_period_us(0.001), (1_000, 1_000_000));
+    }
 }

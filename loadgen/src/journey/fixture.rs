@@ -9,7 +9,8 @@ use stack::nginx::NginxErrors;
 
 use super::machine::Machine;
 use super::model::{
-    Component, ComponentCpu, JourneyReport, NginxMode, StageKind, StageResult, StageTopology,
+    Component, ComponentCpu, JourneyReport, NginxMode, ShapeCheck, ShapeFinding, StageKind,
+    StageResult, StageTopology,
 };
 use crate::index_probe::IndexProbe;
 use crate::latency::Percentiles;
@@ -95,6 +96,8 @@ pub(crate) fn sample_report() -> JourneyReport {
         relation_rows: 1_600_000,
         seed_secs: 1.4,
         command: "target/release/loadgen journey --quiet".into(),
+        capacity: None,
+        shape_holds: Some(false),
         stages: vec![
             StageResult {
                 number: 1,
@@ -121,6 +124,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 bottleneck: "database (no index)".into(),
                 verdict: "without the index one lookup takes 164.3 ms (sequential scan of 1600000 rows); with it 0.221 ms: 743x faster".into(),
                 goose_report: None,
+                shape: None,
+                cost_us: Default::default(),
             },
             StageResult {
                 number: 2,
@@ -150,6 +155,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 bottleneck: "database".into(),
                 verdict: "database at 100% of its budget of 0.25 CPU".into(),
                 goose_report: Some("stage-2-goose.html".into()),
+                shape: None,
+                cost_us: Default::default(),
             },
             StageResult {
                 number: 3,
@@ -184,6 +191,20 @@ pub(crate) fn sample_report() -> JourneyReport {
                 bottleneck: "nginx".into(),
                 verdict: "nginx: 294 x \"Too many open files\" (2.3% of requests failed)".into(),
                 goose_report: Some("stage-3-goose.html".into()),
+                shape: Some(ShapeCheck {
+                    holds: false,
+                    findings: vec![
+                        ShapeFinding {
+                            holds: false,
+                            text: "x0.56 of stage 2 (expected 0.75 to 1.33)".into(),
+                        },
+                        ShapeFinding {
+                            holds: true,
+                            text: "bottleneck: nginx".into(),
+                        },
+                    ],
+                }),
+                cost_us: Default::default(),
             },
             StageResult {
                 number: 4,
@@ -199,6 +220,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 bottleneck: String::new(),
                 verdict: "the relation index already existed; nothing to compare".into(),
                 goose_report: None,
+                shape: None,
+                cost_us: Default::default(),
             },
         ],
     }

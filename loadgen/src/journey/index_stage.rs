@@ -49,6 +49,8 @@ fn result(stage: &StagePlan, probe: Option<IndexProbe>) -> StageResult {
         nginx_errors: None,
         verdict,
         goose_report: None,
+        shape: None,
+        cost_us: Default::default(),
     }
 }
 

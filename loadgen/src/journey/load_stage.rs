@@ -35,8 +35,11 @@ pub(crate) async fn run(
         program: ctx.opts.api_program.clone(),
         replica_urls: serving.iter().map(|&n| ctx.cluster.api_url(n)).collect(),
         cache_capacity: stage.cache_capacity,
-        pool_size: ctx.plan.pool_size,
-        extra_args: Vec::new(),
+        pool_size: stage.pool_size,
+        // At a stage's saturation, waiting for a pooled connection is queueing, not failure:
+        // a request may wait for one as long as its deadline (2 s), instead of being shed
+        // with a 503 after the default 1 s while the database is answering at full speed.
+        extra_args: vec!["--pool-wait-ms".into(), "2000".into()],
     };
     let tier = ApiTier::start(
         &launch,
@@ -92,6 +95,15 @@ pub(crate) async fn run(
     let cpu = usage.components(stage, &db_budget, &api_budget);
     let machine_cpu_utilization = usage.machine();
     let judged = verdict(&cpu, &load, nginx_errors.as_ref(), machine_cpu_utilization);
+    let requests = load.ok + load.expected_not_found + load.total_errors();
+    let cost_us = cpu
+        .iter()
+        .filter(|_| requests > 0)
+        .map(|c| {
+            let us = c.cpu_secs * 1e6 / requests as f64;
+            (c.component.name().to_string(), us.round())
+        })
+        .collect();
 
     let budgeted = [&db_budget, &api_budget].iter().all(|b| b.enforced());
     Ok(StageResult {
@@ -118,6 +130,8 @@ pub(crate) async fn run(
         bottleneck: judged.bottleneck.to_string(),
         verdict: judged.text,
         goose_report: Some(goose_report),
+        shape: None,
+        cost_us,
     })
 }
 

@@ -9,11 +9,15 @@
 //!   [`machine`]: the machine it ran on;
 //! - `run`: the runner ([`run_journey`]) over a `context::StageContext` lent to one entry point
 //!   per kind of stage, `index_stage` and `load_stage`;
-//! - [`verdict`]: which component limits a load stage, and why;
-//! - [`report`]: the result files, rendered from the model alone.
+//! - [`capacity`]: the budgets fitted to the machine before the first stage;
+//! - [`verdict`]: which component limits a load stage, and why; [`shape`]: whether a stage
+//!   has the shape the story expects of it;
+//! - [`report`]: the result files, rendered from the model alone; `chart` draws its SVG.
 //!
 //! Ctrl-C reaches the runner as a [`crate::cancel::Cancel`] value.
 
+pub mod capacity;
+mod chart;
 mod context;
 #[cfg(test)]
 mod fixture;
@@ -23,6 +27,7 @@ pub mod machine;
 pub mod model;
 pub mod report;
 mod run;
+pub mod shape;
 pub mod spec;
 pub mod verdict;
 

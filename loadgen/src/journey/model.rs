@@ -143,6 +143,28 @@ pub struct StageResult {
     pub bottleneck: String,
     pub verdict: String,
     pub goose_report: Option<String>,
+    /// Whether the stage has the shape the story expects of it (see [`super::shape`]); `None`
+    /// when the journey states no expectation for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ShapeCheck>,
+    /// CPU microseconds per request each component spent in the measured window: what the
+    /// capacity plan's costs (`[capacity]`) are checked against.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cost_us: std::collections::BTreeMap<String, f64>,
+}
+
+/// One stage's shape check: what the story expects of it and whether the run held to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShapeCheck {
+    pub holds: bool,
+    /// Each expectation, with what was measured, e.g. "x1.93 of stage 5 (>= 1.7): holds".
+    pub findings: Vec<ShapeFinding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShapeFinding {
+    pub holds: bool,
+    pub text: String,
 }
 
 impl StageResult {
@@ -166,6 +188,13 @@ pub struct JourneyReport {
     pub seed_secs: f64,
     pub stages: Vec<StageResult>,
     pub command: String,
+    /// How the budgets were fitted to the machine before the first stage (see
+    /// [`super::capacity`]); `None` for a journey that keeps its budgets as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<super::capacity::CapacityPlan>,
+    /// Whether every stage that states an expectation held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape_holds: Option<bool>,
 }
 
 #[cfg(test)]

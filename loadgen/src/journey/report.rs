@@ -1,13 +1,14 @@
 //! A journey's result files: JSON (everything), CSV (one row per stage), a Markdown table, and an
-//! SVG chart of requests/s per stage with p99 latency. Each renderer writes a
-//! [`JourneyReport`] to any [`std::io::Write`]; [`write_all`] opens the four files of a run's
-//! folder. Depends on the [`model`](super::model) only: the runner calls it after every stage.
+//! SVG chart of requests/s per stage with p99 latency (drawn by the `chart` module, plotters).
+//! Each renderer writes a [`JourneyReport`] to any [`std::io::Write`]; [`write_all`] opens the
+//! four files of a run's folder. Depends on the [`model`](super::model) only: the runner calls
+//! it after every stage.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use super::model::{Component, JourneyReport, StageKind, StageResult};
+use super::model::{Component, JourneyReport};
 
 /// The files [`write_all`] writes, and the renderer of each.
 pub const FILES: [&str; 4] = ["journey.json", "stages.csv", "journey.md", "journey.svg"];
@@ -66,6 +67,7 @@ struct CsvRow<'a> {
     machine_utilization: f64,
     bottleneck: &'a str,
     verdict: &'a str,
+    shape: String,
 }
 
 /// One row per stage, with a header; empty cells where a stage has no such figure.
@@ -103,6 +105,7 @@ pub fn write_csv(report: &JourneyReport, w: &mut impl Write) -> io::Result<()> {
             machine_utilization: s.machine_cpu_utilization,
             bottleneck: &s.bottleneck,
             verdict: &s.verdict,
+            shape: s.shape.as_ref().map(|c| c.summary()).unwrap_or_default(),
         })?;
     }
     w.flush()
@@ -124,13 +127,14 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
     writeln!(out, "Command: `{}`\n", report.command)?;
     writeln!(
         out,
-        "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck |"
+        "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck | story's shape |"
     )?;
     writeln!(
         out,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     )?;
     for s in &report.stages {
+        let shape = s.shape.as_ref().map_or("-".into(), |c| c.summary());
         let pct = |c: Component| {
             s.utilization(c)
                 .map(|u| format!("{:.0}%", u * 100.0))
@@ -148,7 +152,7 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                 };
                 writeln!(
                     out,
-                    "| {} | {} | {} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.number,
                     s.name,
                     t.replicas,
@@ -166,17 +170,36 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                     pct(Component::Api),
                     pct(Component::Nginx),
                     pct(Component::LoadGenerator),
-                    s.verdict
+                    s.verdict,
+                    shape
                 )?;
             }
             _ => {
                 writeln!(
                     out,
-                    "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | {} |",
+                    "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | {} | {shape} |",
                     s.number, s.name, s.verdict
                 )?;
             }
         }
+    }
+    if let Some(holds) = report.shape_holds {
+        writeln!(
+            out,
+            "\nThe story's shape: **{}**.",
+            if holds {
+                "holds in every stage that states an expectation"
+            } else {
+                "FAILS in at least one stage"
+            }
+        )?;
+    }
+    if let Some(capacity) = &report.capacity {
+        writeln!(out, "\n## Capacity plan\n\n```")?;
+        for line in capacity.lines() {
+            writeln!(out, "{line}")?;
+        }
+        writeln!(out, "```")?;
     }
     for s in &report.stages {
         if let Some(p) = &s.index {
@@ -206,133 +229,10 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
     )
 }
 
-/// Bars for requests/s, a line for p99 latency on a second axis.
+/// The chart: bars for successful requests/s per load stage, a line for p99 latency on a
+/// log-scale second axis, each stage's bottleneck and shape (drawn by the `chart` module).
 pub fn write_svg(report: &JourneyReport, svg: &mut impl Write) -> io::Result<()> {
-    let stages: Vec<&StageResult> = report
-        .stages
-        .iter()
-        .filter(|s| s.kind == StageKind::Load && s.load.is_some())
-        .collect();
-    let (w, h) = (900.0, 420.0);
-    let (left, right, top, bottom) = (80.0, 80.0, 50.0, 110.0);
-    let plot_w = w - left - right;
-    let plot_h = h - top - bottom;
-    let max_rps = stages
-        .iter()
-        .map(|s| s.load.as_ref().unwrap().successful_per_sec)
-        .fold(1.0, f64::max)
-        * 1.15;
-    let max_p99 = stages
-        .iter()
-        .map(|s| s.load.as_ref().unwrap().latency.p99_us as f64 / 1000.0)
-        .fold(0.1, f64::max)
-        * 1.15;
-    writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    )?;
-    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#)?;
-    writeln!(
-        svg,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}: successful requests/s (bars) and p99 latency (line), {} cores</text>"#,
-        w / 2.0,
-        xml(&report.journey),
-        report.machine.cores
-    )?;
-    for i in 0..=4 {
-        let y = top + plot_h - plot_h * i as f64 / 4.0;
-        writeln!(
-            svg,
-            r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0}</text><text x="{}" y="{}" fill="#c0392b">{:.2} ms</text>"##,
-            left + plot_w,
-            left - 6.0,
-            y + 4.0,
-            max_rps * i as f64 / 4.0,
-            left + plot_w + 6.0,
-            y + 4.0,
-            max_p99 * i as f64 / 4.0
-        )?;
-    }
-    let n = stages.len().max(1) as f64;
-    let slot = plot_w / n;
-    let mut points = Vec::new();
-    for (i, s) in stages.iter().enumerate() {
-        let l = s.load.as_ref().unwrap();
-        let x = left + slot * i as f64;
-        let bar_h = plot_h * l.successful_per_sec / max_rps;
-        writeln!(
-            svg,
-            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#2e86c1"><title>{}: {:.0} req/s</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
-            x + slot * 0.15,
-            top + plot_h - bar_h,
-            slot * 0.7,
-            bar_h,
-            xml(&s.name),
-            l.successful_per_sec,
-            x + slot / 2.0,
-            top + plot_h - bar_h - 4.0,
-            l.successful_per_sec
-        )?;
-        let label_y = top + plot_h + 16.0;
-        writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{label_y}" text-anchor="middle" font-weight="bold">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">bottleneck: {}{}</text>"#,
-            x + slot / 2.0,
-            s.number,
-            x + slot / 2.0,
-            label_y + 14.0,
-            xml(&truncate(&s.name, 22)),
-            x + slot / 2.0,
-            label_y + 28.0,
-            xml(&s.bottleneck),
-            if s.topology.as_ref().is_some_and(|t| !t.budgeted) {
-                " (unbudgeted)"
-            } else {
-                ""
-            }
-        )?;
-        let p99 = l.latency.p99_us as f64 / 1000.0;
-        points.push((x + slot / 2.0, top + plot_h - plot_h * p99 / max_p99));
-    }
-    if !points.is_empty() {
-        let path: Vec<String> = points
-            .iter()
-            .map(|(x, y)| format!("{x:.1},{y:.1}"))
-            .collect();
-        writeln!(
-            svg,
-            r##"<polyline points="{}" fill="none" stroke="#c0392b" stroke-width="2"/>"##,
-            path.join(" ")
-        )?;
-        for (x, y) in points {
-            writeln!(
-                svg,
-                r##"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="#c0392b"/>"##
-            )?;
-        }
-    }
-    writeln!(
-        svg,
-        r#"<text x="{left}" y="{}" font-size="10">stage numbers as in journey.md; {} products; generated by loadgen journey</text>"#,
-        h - 10.0,
-        report.products
-    )?;
-    writeln!(svg, "</svg>")
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    svg.write_all(super::chart::svg(report)?.as_bytes())
 }
 
 #[cfg(test)]
@@ -346,36 +246,41 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The rendered text must equal `tests/fixtures/<name>`. After a deliberate change to a
+    /// renderer, `UPDATE_FIXTURES=1 cargo test -p loadgen --lib report` rewrites the fixtures;
+    /// review their diff before committing it.
+    fn assert_fixture(name: &str, rendered: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        if std::env::var_os("UPDATE_FIXTURES").is_some() {
+            std::fs::write(&path, rendered).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(rendered, expected, "{} differs", path.display());
+    }
+
     #[test]
     fn markdown_of_a_known_report() {
-        assert_eq!(
-            render(write_markdown),
-            include_str!("../../tests/fixtures/journey.md")
-        );
+        assert_fixture("journey.md", &render(write_markdown));
     }
 
     #[test]
     fn csv_of_a_known_report() {
-        assert_eq!(
-            render(write_csv),
-            include_str!("../../tests/fixtures/stages.csv")
-        );
+        assert_fixture("stages.csv", &render(write_csv));
     }
 
     #[test]
     fn json_of_a_known_report_and_back() {
         let json = render(write_json);
-        assert_eq!(json, include_str!("../../tests/fixtures/journey.json"));
+        assert_fixture("journey.json", &json);
         let back: JourneyReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, sample_report());
     }
 
     #[test]
     fn svg_of_a_known_report() {
-        assert_eq!(
-            render(write_svg),
-            include_str!("../../tests/fixtures/journey.svg")
-        );
+        assert_fixture("journey.svg", &render(write_svg));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::context::{JourneyOptions, StageContext, REPLICA_CATCH_UP};
 use super::machine::Machine;
 use super::model::{JourneyReport, StageKind, StageResult};
 use super::spec::{JourneyPlan, StagePlan};
-use super::{index_stage, load_stage, report};
+use super::{capacity, index_stage, load_stage, report, shape};
 use crate::cancel::Cancel;
 
 /// Run every stage and write the results. Returns the report and the folder it went to. Every
@@ -22,6 +22,12 @@ pub async fn run_journey(
     opts: &JourneyOptions,
     cancel: &Cancel,
 ) -> anyhow::Result<(JourneyReport, PathBuf)> {
+    let mut plan = plan.clone();
+    let capacity = plan
+        .capacity
+        .clone()
+        .map(|spec| capacity::fit(&mut plan.stages, &spec, stack::process::cores() as f64));
+    let plan = &plan;
     let started_at = chrono::Utc::now();
     let run_dir = opts
         .out_dir
@@ -40,6 +46,12 @@ pub async fn run_journey(
         plan.products,
         plan.per_product
     ));
+    // The plan is printed even when quiet: a stage that cannot fit is worth knowing up front.
+    if let Some(capacity) = &capacity {
+        for line in capacity.lines() {
+            eprintln!("{line}");
+        }
+    }
     let cluster = Cluster::create(ClusterSpec {
         dir: opts.stack_dir.clone(),
         replicas: 1,
@@ -78,6 +90,8 @@ pub async fn run_journey(
         seed_secs: (seed_secs * 10.0).round() / 10.0,
         stages: Vec::new(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        capacity,
+        shape_holds: None,
     };
     let mut ctx = StageContext {
         plan,
@@ -100,12 +114,20 @@ pub async fn run_journey(
     for stage in &plan.stages {
         cancel.check()?;
         bar.set_message(format!("stage {}: {}", stage.number, stage.name));
-        let result = run_stage(&mut ctx, stage).await?;
+        let mut result = run_stage(&mut ctx, stage).await?;
+        if let Some(expect) = &stage.expect {
+            let check = shape::check(&result, &report.stages, expect);
+            report.shape_holds = Some(report.shape_holds.unwrap_or(true) && check.holds);
+            result.shape = Some(check);
+        }
         bar.suspend(|| {
             say(&format!(
                 "stage {} ({}): {}",
                 stage.number, stage.name, result.verdict
-            ))
+            ));
+            if let Some(check) = &result.shape {
+                say(&format!("  shape: {}", check.summary()));
+            }
         });
         report.stages.push(result);
         bar.inc(1);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use stack::cgroup::Budget;
 
+use super::capacity::CapacitySpec;
 use super::model::{NginxMode, StageKind};
+use super::shape::Expectation;
 use crate::ids::IdDistribution;
 
 /// The journey shipped with the project: the story's stages and one past them.
@@ -22,6 +24,9 @@ pub struct JourneyFile {
     pub data: DataSpec,
     #[serde(default)]
     pub defaults: LoadDefaults,
+    /// How the CPU budgets are fitted to the machine; absent: kept as written.
+    #[serde(default)]
+    pub capacity: Option<CapacitySpec>,
     #[serde(rename = "stage")]
     pub stages: Vec<StageSpec>,
 }
@@ -41,6 +46,11 @@ impl JourneyFile {
                     i + 1,
                     s.name
                 );
+            }
+            if let Some(expect) = &s.expect {
+                expect
+                    .validate(i + 1)
+                    .map_err(|e| anyhow::anyhow!("{origin}: stage {} ({}): {e}", i + 1, s.name))?;
             }
         }
         Ok(file)
@@ -123,6 +133,10 @@ pub struct StageSpec {
     pub users: Option<usize>,
     pub duration_secs: Option<u64>,
     pub ids: Option<IdDistribution>,
+    /// Connections of each API instance's pool per replica, else the file's default.
+    pub pool_size: Option<u32>,
+    /// What the story expects of this stage relative to an earlier one.
+    pub expect: Option<Expectation>,
 }
 
 fn one() -> usize {
@@ -156,8 +170,8 @@ pub struct JourneyPlan {
     pub seed_without_index: bool,
     pub warmup: Duration,
     pub unknown_share: f64,
-    /// Connections of each API instance's pool per replica.
-    pub pool_size: u32,
+    /// The file's `[capacity]`: budgets are fitted to the machine before the first stage.
+    pub capacity: Option<CapacitySpec>,
     pub stages: Vec<StagePlan>,
 }
 
@@ -184,6 +198,9 @@ pub struct StagePlan {
     pub duration: Duration,
     /// The stage's `ids`, else the file's default.
     pub ids: IdDistribution,
+    /// Connections of each API instance's pool per replica: the stage's, else the default.
+    pub pool_size: u32,
+    pub expect: Option<Expectation>,
 }
 
 impl JourneyPlan {
@@ -215,6 +232,8 @@ impl JourneyPlan {
                         .unwrap_or(defaults.duration_secs),
                 ),
                 ids: s.ids.unwrap_or(defaults.ids),
+                pool_size: s.pool_size.unwrap_or(defaults.pool_size),
+                expect: s.expect.clone(),
             })
             .collect();
         JourneyPlan {
@@ -226,7 +245,7 @@ impl JourneyPlan {
             seed_without_index: file.stages.first().map(|s| s.kind) == Some(StageKind::Index),
             warmup: Duration::from_secs(defaults.warmup_secs),
             unknown_share: defaults.unknown_share,
-            pool_size: defaults.pool_size,
+            capacity: file.capacity.clone(),
             stages,
         }
     }
@@ -312,7 +331,7 @@ replicas = 3
         assert_eq!(defaults.cache_capacity, 0, "and the API gets no cache");
         assert_eq!(defaults.nginx, NginxMode::Off);
         assert_eq!(plan.warmup, Duration::from_secs(3));
-        assert_eq!(plan.pool_size, 8);
+        assert_eq!(plan.stages[2].pool_size, 8);
     }
 
     #[test]
