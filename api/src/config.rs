@@ -9,6 +9,10 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where the operator endpoints listen unless told otherwise: loopback, on the port
+/// OpenTelemetry's Prometheus exporter uses by convention.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
 /// How a pooled connection is checked when it is taken from the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PoolCheck {
@@ -25,8 +29,22 @@ pub struct Config {
     #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
+    /// Address of the operator listener: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+    /// The public listener (--listen) does not serve `/metrics`. Loopback by default so that
+    /// only this machine can scrape it; `off` serves no operator endpoints. Each instance on one
+    /// machine needs its own (port 0 picks a free one; the address is logged at start).
+    #[arg(long, env = "API_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: String,
+
     /// A read replica's libpq-style URL (repeat the flag, or comma-separate in the variable).
-    #[arg(long = "replica", env = "API_REPLICAS", value_delimiter = ',')]
+    /// A URL holds a password: pass it in API_REPLICAS or --replica-file, not on a command line
+    /// that every local user can read (`ps`).
+    #[arg(
+        long = "replica",
+        env = "API_REPLICAS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub replicas: Vec<String>,
 
     /// A file with one replica URL per line (blank lines and `#` comments skipped), read at
@@ -35,7 +53,7 @@ pub struct Config {
     pub replica_file: Option<PathBuf>,
 
     /// The primary's URL, used only while no replica is usable (off when unset).
-    #[arg(long, env = "API_PRIMARY_FALLBACK")]
+    #[arg(long, env = "API_PRIMARY_FALLBACK", hide_env_values = true)]
     pub primary_fallback: Option<String>,
 
     /// Connections per replica pool. Clients beyond it wait for a connection (--pool-wait-ms);
@@ -177,6 +195,8 @@ pub mod limits {
 #[non_exhaustive]
 pub struct Settings {
     pub listen: String,
+    /// The operator listener's address; `None` when `--admin-listen off`.
+    pub admin_listen: Option<String>,
     /// Replica URLs from `--replica`, in order (the replica set adds the replica file's).
     pub replicas: Vec<String>,
     pub replica_file: Option<PathBuf>,
@@ -370,8 +390,21 @@ impl Config {
             self.shutdown_grace_ms,
             SHUTDOWN_GRACE_MS,
         )?;
+        let admin_listen = match self.admin_listen.trim() {
+            "" => {
+                return Err(ConfigError::OutOfRange {
+                    flag: "--admin-listen",
+                    env: "API_ADMIN_LISTEN",
+                    expected: "an address such as 127.0.0.1:9464, or off".into(),
+                    got: "an empty value".into(),
+                })
+            }
+            off if off.eq_ignore_ascii_case("off") => None,
+            addr => Some(addr.to_string()),
+        };
         Ok(Settings {
             listen: self.listen.clone(),
+            admin_listen,
             replicas: self.replicas.clone(),
             replica_file: self.replica_file.clone(),
             primary_fallback: self.primary_fallback.clone(),
@@ -428,6 +461,35 @@ mod tests {
         assert_eq!(s.max_replica_lag, None);
         assert_eq!(s.max_header_bytes, 16384);
         assert_eq!(s.max_headers.get(), 64);
+        assert_eq!(s.admin_listen.as_deref(), Some("127.0.0.1:9464"));
+    }
+
+    #[test]
+    fn the_operator_listener_can_be_moved_or_turned_off() {
+        let mut c = config();
+        c.admin_listen = "127.0.0.1:0".into();
+        assert_eq!(
+            c.validate().unwrap().admin_listen.as_deref(),
+            Some("127.0.0.1:0")
+        );
+        c.admin_listen = "off".into();
+        assert_eq!(c.validate().unwrap().admin_listen, None);
+        c.admin_listen = "OFF".into();
+        assert_eq!(c.validate().unwrap().admin_listen, None);
+    }
+
+    /// `--help` shows where a replica URL comes from, never the URL (it holds a password).
+    #[test]
+    fn help_hides_the_urls_from_the_environment() {
+        use clap::Args;
+        let command = Config::augment_args(clap::Command::new("api"));
+        for name in ["replicas", "primary_fallback"] {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == name)
+                .expect("the argument exists");
+            assert!(arg.is_hide_env_values_set(), "{name} shows its value");
+        }
     }
 
     #[test]
@@ -472,6 +534,7 @@ mod tests {
             ("--health-interval-ms", |c| c.health_interval_ms = 0),
             ("--health-interval-ms", |c| c.health_interval_ms = 5),
             ("--shutdown-grace-ms", |c| c.shutdown_grace_ms = u64::MAX),
+            ("--admin-listen", |c| c.admin_listen = " ".into()),
         ]
     }
 

@@ -17,9 +17,10 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({flag}): {source}")]
     Bind {
         addr: String,
+        flag: &'static str,
         #[source]
         source: std::io::Error,
     },

@@ -1,7 +1,8 @@
 //! The HTTP layer: routing, parameter validation, the JSON contract, ETag/304, Cache-Control,
 //! CORS, the concurrency bound, the per-request deadline, request ids and per-request counters.
-//! `/metrics` serves what [`crate::metrics`] renders from snapshots of the counters, the
-//! replicas and the cache.
+//! Each request arrives on one [`Surface`]: the public listener serves the API and the probes,
+//! the operator listener the probes and `/metrics`, which serves what [`crate::metrics`] renders
+//! from snapshots of the counters, the replicas and the cache.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +31,15 @@ const DEFAULT_LIMIT: u16 = 16;
 const MAX_LIMIT: u16 = 100;
 /// Longer paths cannot be a valid route; answer 414 before looking at them.
 const MAX_PATH_BYTES: usize = 2048;
+
+/// Which listener a request came in on; it decides which routes exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `--listen`: the API, `/healthz`, `/readyz`. `/metrics` is an unknown path here (404).
+    Public,
+    /// `--admin-listen`: `/metrics`, `/healthz`, `/readyz`; nothing else.
+    Operator,
+}
 
 /// Shared state of the server: one per process, behind an `Arc` in every connection task.
 pub struct App {
@@ -100,11 +110,11 @@ impl App {
         }
     }
 
-    /// Serves one request. Never fails: every outcome is a response.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    /// Serves one request that came in on `surface`. Never fails: every outcome is a response.
+    pub async fn handle<B>(&self, surface: Surface, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.request_id(req.headers());
-        let (route, mut response) = self.route(&req).await;
+        let (route, mut response) = self.route(surface, &req).await;
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID, request_id.clone());
         if let Some(origin) = req.headers().get(header::ORIGIN) {
@@ -162,17 +172,20 @@ impl App {
             .expect("hex is a valid header")
     }
 
-    async fn route<B>(&self, req: &Request<B>) -> (RouteLabel, Response<Body>) {
+    async fn route<B>(&self, surface: Surface, req: &Request<B>) -> (RouteLabel, Response<Body>) {
         let path = req.uri().path();
         if path.len() > MAX_PATH_BYTES {
             return (RouteLabel::Other, error_response(&HttpError::UriTooLong));
         }
         let method = req.method();
-        let (label, target) = match path {
-            "/healthz" => (RouteLabel::Healthz, Target::Healthz),
-            "/readyz" => (RouteLabel::Readyz, Target::Readyz),
-            "/metrics" => (RouteLabel::Metrics, Target::Metrics),
-            _ => {
+        let (label, target) = match (surface, path) {
+            (_, "/healthz") => (RouteLabel::Healthz, Target::Healthz),
+            (_, "/readyz") => (RouteLabel::Readyz, Target::Readyz),
+            (Surface::Operator, "/metrics") => (RouteLabel::Metrics, Target::Metrics),
+            (Surface::Operator, _) => {
+                return (RouteLabel::Other, error_response(&HttpError::RouteNotFound))
+            }
+            (Surface::Public, _) => {
                 if let Some(rest) = path.strip_prefix("/products/") {
                     match rest.split_once('/') {
                         Some((id, "related")) => {
@@ -458,6 +471,43 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// The routes of each listener, none of which needs a database: the public one has no
+    /// `/metrics`, the operator one nothing but the probes and `/metrics`.
+    #[tokio::test]
+    async fn metrics_are_served_on_the_operator_listener_only() {
+        // Port 1: nothing listens there, and none of these routes connects.
+        let config =
+            crate::Config::with_replicas(vec!["postgres://api:secret@127.0.0.1:1/related".into()]);
+        let settings = config.validate().unwrap();
+        let counters = Arc::new(Counters::default());
+        let replicas = ReplicaSet::new(&settings, counters.clone()).unwrap();
+        let app = App::new(&settings, replicas, counters);
+        let status = |surface, path: &'static str| {
+            let app = &app;
+            async move {
+                let req = Request::get(path).body(()).unwrap();
+                app.handle(surface, req).await.status().as_u16()
+            }
+        };
+        assert_eq!(status(Surface::Public, "/metrics").await, 404);
+        assert_eq!(status(Surface::Operator, "/metrics").await, 200);
+        assert_eq!(status(Surface::Public, "/healthz").await, 200);
+        assert_eq!(status(Surface::Operator, "/healthz").await, 200);
+        assert_eq!(status(Surface::Operator, "/products/1/related").await, 404);
+        assert_eq!(status(Surface::Operator, "/api/data/1").await, 404);
+        let req = Request::get("/metrics").body(()).unwrap();
+        let body = app.handle(Surface::Public, req).await.into_body();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            body,
+            HttpError::RouteNotFound.body(),
+            "the same 404 as any unknown path"
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! Replicas are chosen per request by least in-flight among two random choices, failing ones
 //! are banned and the request retried elsewhere, and an optional cache coalesces hot keys.
 //!
-//! Modules: [`config`] (flags, validated once into settings), [`server`] (accept loop,
-//! shutdown, signals), [`http`] (routes and the HTTP contract), [`replicas`] (pools, routing,
-//! bans, health), [`query`] (the SQL), [`render`] (JSON bodies and ETags), [`cache`],
+//! Modules: [`config`] (flags, validated once into settings), [`server`] (the public and the
+//! operator listener, accept loop, shutdown, signals), [`http`] (routes and the HTTP contract),
+//! [`replicas`] (pools, routing, bans, health), [`query`] (the SQL), [`render`] (JSON bodies
+//! and ETags), [`cache`],
 //! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
 //! [`error`].
 
@@ -26,4 +27,6 @@ pub use config::{Config, ConfigError, PoolCheck, Settings};
 pub use error::{ApiError, HttpError};
 pub use query::{RelatedItem, RelatedItems, RELATED_SQL};
 pub use replicas::ReplicaSet;
-pub use server::{init_tracing, run, run_settings, run_with_reload, serve, serve_settings};
+pub use server::{
+    init_tracing, run, run_settings, run_with_reload, serve, serve_settings, Listeners,
+};

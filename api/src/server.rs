@@ -2,6 +2,11 @@
 //! h2c), TCP_NODELAY, the header-read timeout and head-size limits, graceful shutdown, and the
 //! SIGTERM/SIGINT/SIGHUP wiring of [`serve`]. The configuration is validated here, once, before
 //! anything starts ([`crate::config::Config::validate`]); the rest runs on [`Settings`].
+//!
+//! A server has two listeners ([`Listeners`]): the public one (`--listen`: the API, `/healthz`,
+//! `/readyz`) and the operator one (`--admin-listen`, loopback by default: `/metrics`,
+//! `/healthz`, `/readyz`), so that what only operators need is never served where the public
+//! edge forwards requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,39 +23,71 @@ use tokio::sync::Notify;
 use crate::config::{Config, Settings};
 use crate::counters::Counters;
 use crate::error::ApiError;
-use crate::http::App;
+use crate::http::{App, Surface};
 use crate::replicas::ReplicaSet;
 
-/// Serves on `listener` until `shutdown` completes, then finishes in-flight requests (within
+/// The sockets one server accepts on.
+pub struct Listeners {
+    /// The API, `/healthz` and `/readyz`; never `/metrics`.
+    pub public: TcpListener,
+    /// The operator endpoints: `/metrics`, `/healthz`, `/readyz`. `None` serves none.
+    pub admin: Option<TcpListener>,
+}
+
+/// A public listener alone: no operator endpoints.
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Listeners {
+        Listeners {
+            public,
+            admin: None,
+        }
+    }
+}
+
+/// Serves on `listeners` (a [`TcpListener`] alone is the public one, without operator
+/// endpoints) until `shutdown` completes, then finishes in-flight requests (within
 /// `--shutdown-grace-ms`) and returns. The replica list is fixed (see [`run_with_reload`]).
-/// A configuration that does not validate is refused before anything starts.
+/// A configuration that does not validate is refused before anything starts. `--listen` and
+/// `--admin-listen` are not read: the listeners are the caller's.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    run_with_reload(listener, config, shutdown, Arc::new(Notify::new())).await
+    run_with_reload(listeners, config, shutdown, Arc::new(Notify::new())).await
 }
 
 /// [`run`], re-reading the replica list (flags plus `--replica-file`) whenever `reload` is
 /// notified.
 pub async fn run_with_reload(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload: Arc<Notify>,
 ) -> Result<(), ApiError> {
     let settings = config.validate()?;
-    run_settings(listener, settings, shutdown, reload).await
+    run_settings(listeners.into(), settings, shutdown, reload).await
+}
+
+/// One accepted connection from either listener, or a listener's accept error.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
 }
 
 /// [`run_with_reload`] with settings validated already.
 pub async fn run_settings(
-    listener: TcpListener,
+    listeners: Listeners,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload: Arc<Notify>,
 ) -> Result<(), ApiError> {
+    let Listeners {
+        public: listener,
+        admin,
+    } = listeners;
     let counters = Arc::new(Counters::default());
     let replicas = ReplicaSet::new(&settings, counters.clone())?;
     let app = Arc::new(App::new(&settings, replicas.clone(), counters.clone()));
@@ -98,42 +135,47 @@ pub async fn run_settings(
     let graceful = GracefulShutdown::new();
     let shutdown = shutdown;
     tokio::pin!(shutdown);
+    let addr_of = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
-        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        addr = %addr_of(&listener),
+        admin = %admin.as_ref().map_or_else(|| "off".to_string(), addr_of),
         replicas = replicas.snapshot().len(),
         "listening"
     );
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::error!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        let (accepted, surface) = tokio::select! {
+            accepted = accept(Some(&listener)) => (accepted, Surface::Public),
+            accepted = accept(admin.as_ref()) => (accepted, Surface::Operator),
             _ = &mut shutdown => break,
-        }
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(surface, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
     // Stop accepting now; idle keep-alive connections close, busy ones finish their request.
     drop(listener);
+    drop(admin);
     reloader.abort();
     tracing::info!("shutting down; finishing in-flight requests");
     if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
@@ -145,8 +187,9 @@ pub async fn run_settings(
     Ok(())
 }
 
-/// Validates the configuration, sets up logging, binds `--listen`, and serves until SIGTERM or
-/// SIGINT; SIGHUP reloads the replica list. Nonsense configuration is an error naming the flag.
+/// Validates the configuration, sets up logging, binds `--listen` and `--admin-listen`, and
+/// serves until SIGTERM or SIGINT; SIGHUP reloads the replica list. Nonsense configuration is an
+/// error naming the flag.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     serve_settings(config.validate()?).await
 }
@@ -155,12 +198,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// runtime).
 pub async fn serve_settings(settings: Settings) -> anyhow::Result<()> {
     init_tracing(settings.log_json);
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: settings.listen.clone(),
-            source,
-        })?;
+    let bind = |addr: String, flag: &'static str| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, flag, source })
+    };
+    let listeners = Listeners {
+        public: bind(settings.listen.clone(), "--listen").await?,
+        admin: match &settings.admin_listen {
+            Some(addr) => Some(bind(addr.clone(), "--admin-listen").await?),
+            None => None,
+        },
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|source| ApiError::Io {
         context: "install the SIGTERM handler",
@@ -187,7 +236,7 @@ pub async fn serve_settings(settings: Settings) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    run_settings(listener, settings, shutdown, reload).await?;
+    run_settings(listeners, settings, shutdown, reload).await?;
     Ok(())
 }
 

@@ -228,7 +228,9 @@ fn pgbench(
     secs: u64,
 ) -> anyhow::Result<f64> {
     let port = cluster.nodes()[node].port;
-    let url = cluster.api_url(node);
+    // The API role's password through the environment, not on pgbench's command line.
+    let url: tokio_postgres::Config = cluster.api_url(node).parse()?;
+    let password = String::from_utf8(url.get_password().unwrap_or_default().to_vec())?;
     let output = std::process::Command::new(cluster.binaries().tool("pgbench"))
         .args(["-n", "-M", "prepared", "-j", "2"])
         .arg("-c")
@@ -238,7 +240,8 @@ fn pgbench(
         .arg("-f")
         .arg(script)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg(&url)
+        .args(["-U", stack::cluster::API_ROLE, stack::cluster::DATABASE])
+        .env("PGPASSWORD", password)
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {

@@ -88,6 +88,10 @@ pub struct JourneyArgs {
     /// Print the default journey file and exit.
     #[arg(long)]
     pub print_default: bool,
+    /// Exit non-zero when a stage does not have the shape its journey file expects of it (the
+    /// `expect` of each stage), after writing every result.
+    #[arg(long, env = "LOADGEN_CHECK_SHAPE")]
+    pub check_shape: bool,
     /// Further goose options for every stage, after `--`.
     #[arg(last = true)]
     pub goose_args: Vec<String>,
@@ -259,6 +263,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             journey::report::write_markdown(&report, &mut out)?;
             writeln!(out)?;
             writeln!(out, "results: {}", dir.display())?;
+            if args.check_shape {
+                match report.shape_holds {
+                    Some(true) => writeln!(out, "--check-shape: the story's shape holds")?,
+                    Some(false) => {
+                        writeln!(
+                            out,
+                            "--check-shape: the story's shape does not hold (see the table)"
+                        )?;
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    None => {
+                        writeln!(out, "--check-shape: this journey file states no expectation (`expect` on a stage)")?;
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
         }
         Command::Run(args) => {
             let spec = LoadSpec {
@@ -331,10 +351,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 cluster.wait_for_replicas(Duration::from_secs(600)).await?;
             }
             cluster.keep();
-            stack::cli::print_status(&cluster);
+            stack::cli::print_status(&cluster)?;
             println!("stop with: loadgen down --dir {}", args.dir.display());
         }
-        Command::Status(d) => stack::cli::print_status(&stack::Cluster::open(&d.dir)?),
+        Command::Status(d) => stack::cli::print_status(&stack::Cluster::open(&d.dir)?)?,
         Command::Down(d) => {
             stack::Cluster::open(&d.dir)?.down()?;
             println!("stopped and removed {}", d.dir.display());

@@ -19,42 +19,62 @@ use stack::process::{free_port, stop_pid};
 pub struct ApiLaunch {
     /// The program that serves the API: this binary, run as `loadgen api`.
     pub program: PathBuf,
+    /// Passed in the instances' environment, never as arguments (they hold a password).
     pub replica_urls: Vec<String>,
     pub cache_capacity: u64,
     pub pool_size: u32,
+    /// Further `api` flags; no secrets here: arguments are readable by every local user.
     pub extra_args: Vec<String>,
 }
 
 /// One API instance process.
 pub struct ApiInstance {
     pub addr: SocketAddr,
+    /// Its operator listener (`/metrics`, `/healthz`, `/readyz`), on loopback.
+    pub admin_addr: SocketAddr,
     child: Child,
 }
 
 impl ApiInstance {
-    /// Start an instance and wait until `/readyz` answers 200.
+    /// Start an instance and wait until `/readyz` answers 200. The replica URLs hold the API
+    /// role's password, so they go in the child's environment (`API_REPLICAS`, readable by this
+    /// user and root only), never on its command line, which every local user can read.
     pub async fn start(launch: &ApiLaunch, log: &Path) -> anyhow::Result<ApiInstance> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // Several instances share the machine: each gets its own operator port.
+        let admin_port = loop {
+            let p = free_port()?;
+            if p != port {
+                break p;
+            }
+        };
+        let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
         let log_file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&launch.program);
         cmd.arg("api")
             .arg("--listen")
             .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin_addr.to_string())
             .arg("--pool-size")
             .arg(launch.pool_size.to_string())
             .arg("--cache-capacity")
             .arg(launch.cache_capacity.to_string());
-        for url in &launch.replica_urls {
-            cmd.arg("--replica").arg(url);
-        }
         cmd.args(&launch.extra_args)
-            .env_remove("API_REPLICAS")
+            .env("API_REPLICAS", launch.replica_urls.join(","))
+            // The replicas are these and no others from this process's environment.
+            .env_remove("API_REPLICA_FILE")
+            .env_remove("API_PRIMARY_FALLBACK")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         let child = cmd.spawn()?;
-        let mut instance = ApiInstance { addr, child };
+        let mut instance = ApiInstance {
+            addr,
+            admin_addr,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
         loop {
@@ -70,7 +90,10 @@ impl ApiInstance {
             }
             if let Ok(Some(status)) = instance.child.try_wait() {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                anyhow::bail!("API instance exited ({status}): {}", text.trim());
+                anyhow::bail!(
+                    "API instance exited ({status}): {}",
+                    stack::redact_url(text.trim())
+                );
             }
             if Instant::now() > deadline {
                 anyhow::bail!(

@@ -15,8 +15,10 @@ pub mod cluster;
 pub mod nginx;
 pub mod postgres;
 pub mod process;
+pub mod secret;
 
-pub use cluster::{Cluster, ClusterSpec, NodeRole, NodeState, PgSettings};
+pub use cluster::{Cluster, ClusterSpec, ConnectionFiles, NodeRole, NodeState, PgSettings};
+pub use secret::redact_url;
 
 /// Everything that can go wrong while building, querying or tearing down a topology.
 #[derive(Debug, thiserror::Error)]

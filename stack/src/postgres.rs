@@ -142,15 +142,17 @@ impl ServerDir {
     ) -> Result<()> {
         self.create_private()?;
         user.own(&self.node_dir)?;
-        let conninfo = format!(
-            "host=127.0.0.1 port={primary_port} user=postgres password={superuser_password} application_name={slot}"
-        );
+        // The password through the environment: a command line is readable by every local
+        // user. `-R` writes it into the replica's primary_conninfo (in its private data folder).
+        let conninfo =
+            format!("host=127.0.0.1 port={primary_port} user=postgres application_name={slot}");
         run_checked(
             user.command(bins.tool("pg_basebackup"))
                 .arg("-D")
                 .arg(self.data())
                 .args(["-d", &conninfo, "-R", "-X", "stream", "-c", "fast"])
-                .args(["-C", "-S", slot, "--no-sync"]),
+                .args(["-C", "-S", slot, "--no-sync"])
+                .env("PGPASSWORD", superuser_password),
         )?;
         Ok(())
     }

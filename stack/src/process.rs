@@ -111,9 +111,21 @@ fn reap(pid: i32) {
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
 }
 
-/// Run a command to completion; a non-zero exit becomes an error carrying its output.
+/// A command as an error message shows it: the program and its arguments, passwords redacted,
+/// and never its environment (where passwords are passed: `Command`'s `Debug` prints it).
+pub fn describe_command(cmd: &Command) -> String {
+    let mut text = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    crate::secret::redact_url(&text)
+}
+
+/// Run a command to completion; a non-zero exit becomes an error carrying its output (its
+/// command line without passwords, see [`describe_command`]).
 pub fn run_checked(cmd: &mut Command) -> Result<String> {
-    let display = format!("{cmd:?}");
+    let display = describe_command(cmd);
     let output = cmd.output().map_err(|e| StackError::Command {
         command: display.clone(),
         detail: e.to_string(),
@@ -123,7 +135,12 @@ pub fn run_checked(cmd: &mut Command) -> Result<String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(StackError::Command {
             command: display,
-            detail: format!("{}: {}{}", output.status, stderr.trim(), stdout.trim()),
+            detail: crate::secret::redact_url(&format!(
+                "{}: {}{}",
+                output.status,
+                stderr.trim(),
+                stdout.trim()
+            )),
         });
     }
     Ok(stdout)

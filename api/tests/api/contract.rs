@@ -333,7 +333,7 @@ async fn metrics_expose_the_listed_series_and_no_secrets() {
     assert_eq!(app.get("/products/1/related").await.status(), 200);
     let unknown = format!("/products/{UNKNOWN_PRODUCT}/related");
     assert_eq!(app.get(&unknown).await.status(), 404);
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.metrics().await;
     for series in [
         "api_requests_total{route=\"/products/{id}/related\",status=\"200\"}",
         "api_requests_total{route=\"/products/{id}/related\",status=\"404\"}",
@@ -348,6 +348,39 @@ async fn metrics_expose_the_listed_series_and_no_secrets() {
         assert!(text.contains(series), "metrics lack {series}:\n{text}");
     }
     assert!(!text.contains("password"), "no secrets in metrics");
+    let url: tokio_postgres::Config = cluster.api_url(0).parse().unwrap();
+    let password = String::from_utf8(url.get_password().unwrap().to_vec()).unwrap();
+    assert!(!text.contains(&password), "no password in metrics");
+    app.stop().await;
+}
+
+/// `/metrics` is served on the operator listener (`--admin-listen`) and nowhere else: the public
+/// listener answers it as any unknown path, and the operator one serves nothing but the probes
+/// and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_on_the_operator_listener_only() {
+    let cluster = shared_cluster().await;
+    let app = contract_app(&cluster).await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+
+    let r = app.get_admin("/metrics").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(r.text().await.unwrap().contains("api_requests_total"));
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(app.get(probe).await.status(), 200, "public {probe}");
+        assert_eq!(app.get_admin(probe).await.status(), 200, "operator {probe}");
+    }
+    for path in ["/products/1/related", "/api/data/1", "/"] {
+        let r = app.get_admin(path).await;
+        assert_eq!(r.status(), 404, "operator {path}");
+    }
     app.stop().await;
 }
 

@@ -241,6 +241,8 @@ extern "C" fn tear_down_shared_cluster() {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
+    /// The operator listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_addr: SocketAddr,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), api::ApiError>>>,
@@ -263,19 +265,33 @@ pub fn test_config(cluster: &Cluster) -> api::Config {
     config
 }
 
-/// Starts the API on port 0 and returns once it accepts connections.
+/// Starts the API, its public and its operator listener each on port 0, and returns once it
+/// accepts connections.
 pub async fn spawn_app(config: api::Config) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind port 0");
-    let addr = listener.local_addr().expect("local addr");
+    let bind = || async {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0")
+    };
+    let listeners = api::Listeners {
+        public: bind().await,
+        admin: Some(bind().await),
+    };
+    let addr = listeners.public.local_addr().expect("local addr");
+    let admin_addr = listeners
+        .admin
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(api::run(listener, config, async move {
+    let handle = tokio::spawn(api::run(listeners, config, async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
         base: format!("http://{addr}"),
+        admin_addr,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -298,15 +314,27 @@ impl TestApp {
             .expect("request completes")
     }
 
-    /// The value of an unlabelled metric, or the sum of a labelled one.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .get("/metrics")
+    /// A GET on the operator listener.
+    pub async fn get_admin(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    /// The Prometheus text of `/metrics`, from the operator listener.
+    pub async fn metrics(&self) -> String {
+        self.get_admin("/metrics")
             .await
             .text()
             .await
-            .expect("metrics body");
-        metric_value(&text, name)
+            .expect("metrics body")
+    }
+
+    /// The value of an unlabelled metric, or the sum of a labelled one.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
     }
 
     pub async fn stop(mut self) {

@@ -12,15 +12,25 @@ use nix::unistd::Pid;
 
 use crate::helpers::*;
 
-/// The `api` binary on a free port; killed if the test fails before it exits.
+/// The `api` binary on free ports (public and operator); killed if the test fails before it
+/// exits.
 struct ApiProcess {
     child: Child,
     base: String,
+    /// The operator listener, where `/metrics` is.
+    admin: String,
 }
 
 impl ApiProcess {
-    fn start(args: &[&str]) -> ApiProcess {
+    /// `env` is where secrets go (API_REPLICAS), never `args`: a command line is public.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> ApiProcess {
         let port = stack::process::free_port().expect("free port");
+        let admin_port = loop {
+            let p = stack::process::free_port().expect("free port");
+            if p != port {
+                break p;
+            }
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
         for (key, _) in std::env::vars() {
             if key.starts_with("API_") {
@@ -29,8 +39,10 @@ impl ApiProcess {
         }
         let child = cmd
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--health-interval-ms", "100", "--ban-ms", "200"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -38,6 +50,7 @@ impl ApiProcess {
         ApiProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
         }
     }
 
@@ -79,7 +92,7 @@ async fn sighup_reload_routes_to_an_added_replica() {
     let mut cluster = fixture_cluster(1).await;
     let list = cluster.scratch().join("replicas.txt");
     std::fs::write(&list, cluster.replica_api_urls().join("\n")).unwrap();
-    let mut api = ApiProcess::start(&["--replica-file", list.to_str().unwrap()]);
+    let mut api = ApiProcess::start(&["--replica-file", list.to_str().unwrap()], &[]);
     api.wait_ready().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -135,16 +148,17 @@ async fn sighup_reload_routes_to_an_added_replica() {
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let cluster = fixture_cluster(0).await;
     let url = cluster.api_url(0);
-    let mut api = ApiProcess::start(&[
-        "--replica",
-        &url,
-        "--request-timeout-ms",
-        "30000",
-        "--query-timeout-ms",
-        "30000",
-        "--shutdown-grace-ms",
-        "30000",
-    ]);
+    let mut api = ApiProcess::start(
+        &[
+            "--request-timeout-ms",
+            "30000",
+            "--query-timeout-ms",
+            "30000",
+            "--shutdown-grace-ms",
+            "30000",
+        ],
+        &[("API_REPLICAS", &url)],
+    );
     api.wait_ready().await;
     let client = reqwest::Client::new();
     assert_eq!(
@@ -198,7 +212,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
             tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    let metrics_url = format!("{}/metrics", api.base);
+    let metrics_url = format!("{}/metrics", api.admin);
     let waiting = eventually(Duration::from_secs(10), || async {
         let text = client
             .get(&metrics_url)
@@ -275,6 +289,15 @@ async fn nonsense_configuration_is_refused_at_start() {
         stderr.contains("--worker-threads (API_WORKER_THREADS)"),
         "{stderr}"
     );
+    // An operator port that another process holds: the error names the flag.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let stderr = refused(&["--admin-listen", &taken], &[]);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken} (--admin-listen)")),
+        "{stderr}"
+    );
+    drop(holder);
 
     let mut config = api::Config::with_replicas(vec!["postgres://api@127.0.0.1:1/related".into()]);
     config.health_interval_ms = 1;

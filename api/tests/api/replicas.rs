@@ -179,13 +179,13 @@ async fn lagging_replica_is_skipped() {
         replica_label(&cluster, current),
     );
     let seen = eventually(Duration::from_secs(20), || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         replica_gauge(&text, "api_replica_lag_ms", &late) > Some(1000)
             && replica_gauge(&text, "api_replica_lag_ms", &fresh) <= Some(1000)
             && replica_gauge(&text, "api_replica_healthy", &fresh) == Some(1)
     })
     .await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(seen, "the health checks see the lag:\n{metrics}");
     let before = (
         query_calls(&cluster, lagging).await,
@@ -245,11 +245,11 @@ async fn slow_health_check_is_not_a_failure() {
     let pid: i32 = db.query_one(health_pids, &[]).await.unwrap().get(0);
     let stopped = Stopped::stop(pid);
     let went_slow = eventually(Duration::from_secs(10), || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         replica_gauge(&text, "api_replica_slow_health_checks_total", &label) >= Some(1)
     })
     .await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     let before = query_calls(&cluster, slow).await;
     let mut statuses = Vec::new();
     for id in 1..=40 {

@@ -1,8 +1,10 @@
 //! Integration tests of the load generator: a tiny journey end to end, nginx in front of three
-//! API instances while one of them is stopped, and `loadgen up --products 0|status|down`.
+//! API instances while one of them is stopped, `loadgen up --products 0|status|down`, and no
+//! password on any command line while a journey stage runs.
 
 mod journey;
 mod nginx_failover;
+mod secrets;
 mod topology_cli;
 
 /// A fresh directory that the postgres system user can reach (tests run as root in CI).

@@ -60,9 +60,54 @@ async fn up_without_products_starts_the_servers_only() {
 
     let (ok, text) = loadgen(&["status"], &dir);
     assert!(ok && text.contains("running"), "{text}");
+    status_shows_no_password(&cluster, &text);
     let (ok, text) = loadgen(&["down"], &dir);
     assert!(ok, "{text}");
     assert!(!dir.exists(), "down removes the topology");
+}
+
+/// `status` prints URLs with their passwords redacted and points to 0600 files that hold them:
+/// the API's replica list (as `api --replica-file` reads it), the superuser URL, and a libpq
+/// password file.
+fn status_shows_no_password(cluster: &Cluster, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    for password in crate::secrets::topology_passwords(cluster) {
+        assert!(!text.contains(&password), "a password in `status`: {text}");
+    }
+    assert!(
+        text.contains("primary (superuser): postgres://postgres:***@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("replicas (API role): postgres://related_api:***@127.0.0.1:"),
+        "{text}"
+    );
+    let dir = cluster.dir();
+    for name in ["superuser.url", "api-replicas.list", "pgpass"] {
+        let path = dir.join(name).canonicalize().unwrap();
+        assert!(
+            text.contains(&path.display().to_string()),
+            "{name} named: {text}"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(read("superuser.url").trim(), cluster.primary_url());
+    let listed: Vec<String> = read("api-replicas.list")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    assert_eq!(listed, cluster.replica_api_urls());
+    let pgpass = read("pgpass");
+    for node in cluster.nodes() {
+        assert!(
+            pgpass.contains(&format!("127.0.0.1:{}:*:postgres:", node.port)),
+            "{pgpass}"
+        );
+    }
 }
 
 async fn products_on(cluster: &Cluster, node: usize) -> i64 {

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::postgres::{socket_dir_ok, PgBinaries, ServerDir};
 use crate::process::{free_port, port_is_free, random_secret, ServerUser};
+use crate::secret::write_private;
 use crate::{io_err, Result, StackError};
 
 /// The database every part of the project uses.
@@ -21,6 +22,23 @@ pub const DATABASE: &str = "related";
 /// The read-only role the API connects as.
 pub const API_ROLE: &str = "related_api";
 const STATE_FILE: &str = "stack.json";
+/// The primary's superuser URL, written by [`Cluster::write_connection_files`].
+pub const SUPERUSER_URL_FILE: &str = "superuser.url";
+/// The API role's replica URLs in `api --replica-file` form.
+pub const API_REPLICAS_FILE: &str = "api-replicas.list";
+/// libpq's password file for every server and both roles (`PGPASSFILE`).
+pub const PGPASS_FILE: &str = "pgpass";
+
+/// Where [`Cluster::write_connection_files`] put the connection details (each file 0600).
+#[derive(Debug, Clone)]
+pub struct ConnectionFiles {
+    /// The primary's superuser URL, one line.
+    pub superuser_url: PathBuf,
+    /// The API role's URL of every replica, one a line (`api --replica-file`).
+    pub api_replicas: PathBuf,
+    /// A libpq password file (`PGPASSFILE=<path> psql -h 127.0.0.1 -p <port> -U postgres`).
+    pub pgpass: PathBuf,
+}
 
 /// Server settings for a read-heavy workload; the journey changes these per stage to model a
 /// small or a large database host.
@@ -491,11 +509,42 @@ impl Cluster {
     fn save(&self) -> Result<()> {
         let path = self.dir.join(STATE_FILE);
         let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
-        std::fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
-        // The file holds passwords.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err("chmod state file"))?;
-        Ok(())
+        // The file holds passwords: its owner's alone from the moment it exists.
+        write_private(&path, &text).map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// Writes the topology's connection details into its folder, each file for its owner only
+    /// (0600), and returns where: what `loadgen status` points to instead of printing passwords.
+    pub fn write_connection_files(&self) -> Result<ConnectionFiles> {
+        let files = ConnectionFiles {
+            superuser_url: self.dir.join(SUPERUSER_URL_FILE),
+            api_replicas: self.dir.join(API_REPLICAS_FILE),
+            pgpass: self.dir.join(PGPASS_FILE),
+        };
+        let write = |path: &Path, text: String| {
+            write_private(path, &text).map_err(io_err(format!("write {}", path.display())))
+        };
+        write(&files.superuser_url, format!("{}\n", self.primary_url()))?;
+        let mut list = String::from(
+            "# The API role's URL of every replica, one a line: api --replica-file <this file>\n",
+        );
+        for url in self.replica_api_urls() {
+            list.push_str(&url);
+            list.push('\n');
+        }
+        write(&files.api_replicas, list)?;
+        // libpq's password file (PGPASSFILE): host:port:database:user:password.
+        let mut pgpass = String::new();
+        for node in &self.state.nodes {
+            for (role, password) in [
+                ("postgres", &self.state.superuser_password),
+                (API_ROLE, &self.state.api_password),
+            ] {
+                pgpass.push_str(&format!("127.0.0.1:{}:*:{role}:{password}\n", node.port));
+            }
+        }
+        write(&files.pgpass, pgpass)?;
+        Ok(files)
     }
 }
 

@@ -64,6 +64,34 @@ async fn api_role_is_read_only_and_state_file_reopens() {
         Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
         "{err:?}"
     );
+    // Turning read-only off in its own session gets it no further: it holds no right to write
+    // a table or to create one.
+    for write in [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET v = 2",
+        "DELETE FROM t",
+        "CREATE TABLE mine (v int)",
+    ] {
+        let err = api
+            .batch_execute(&format!("BEGIN READ WRITE; {write}; COMMIT;"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{write}: {err:?}"
+        );
+        api.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // The state file holds the passwords: its owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path.join("stack.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     cluster.keep();
     let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port).collect();
