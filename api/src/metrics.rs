@@ -228,6 +228,14 @@ fn replicas(out: &mut String, stats: &[ReplicaStats]) {
     series(
         out,
         s,
+        "api_replica_timeouts_under_load_total",
+        "counter",
+        "Query timeouts taken for load, not failure: the replica answered others meanwhile, or was the last usable one (no ban).",
+        |r| r.timeouts_under_load,
+    );
+    series(
+        out,
+        s,
         "api_pool_connections",
         "gauge",
         "Connections in the replica's pool.",
@@ -285,6 +293,7 @@ mod tests {
             failures: 3,
             bans: 1,
             slow_checks: 4,
+            timeouts_under_load: 2,
             pool: PoolStats {
                 connections: 8,
                 idle_connections: 6,
@@ -318,6 +327,7 @@ mod tests {
             "api_replica_errors_total{replica=\"h:5434/db\"} 3",
             "api_replica_bans_total{replica=\"h:5434/db\"} 1",
             "api_replica_slow_health_checks_total{replica=\"h:5434/db\"} 4",
+            "api_replica_timeouts_under_load_total{replica=\"h:5434/db\"} 2",
             "api_pool_connections{replica=\"h:5434/db\"} 8",
             "api_pool_idle_connections{replica=\"h:5434/db\"} 6",
             "api_pool_waits_total{replica=\"h:5434/db\"} 5",

@@ -1,7 +1,8 @@
 //! One attempt of a request on one replica — a pooled connection, then the prepared query under
 //! a timeout — and [`AttemptError`], which says how it failed in a way the replica set can act
-//! on without reading messages: a replica failure (ban it, retry elsewhere), a timeout (the same,
-//! and a 504 if nowhere is left), a saturated pool, or a query that failed on a healthy replica.
+//! on without reading messages: a replica failure (ban it, retry elsewhere), a timeout (retry
+//! elsewhere; a ban only when [`super::select::judge_timeout`] finds it was not load; a 504 if
+//! nowhere is left), a saturated pool, or a query that failed on a healthy replica.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -70,12 +71,17 @@ impl Drop for InFlight<'_> {
 }
 
 impl Replica {
-    /// One attempt: a pooled connection, then the prepared query under `timeout`.
+    /// One attempt: a pooled connection, then the prepared query under `timeout`. When the
+    /// query outlives `timeout` and `is_last_usable` says no other replica could take the
+    /// request, the query keeps running for up to `patience` more: on the last replica a late
+    /// answer beats a 504, and dropping the query would only queue it again.
     pub(super) async fn attempt(
         &self,
         product_id: i32,
         limit: i64,
         timeout: Duration,
+        patience: Duration,
+        is_last_usable: impl Fn() -> bool,
     ) -> Result<Lookup, AttemptError> {
         let _in_flight = InFlight::enter(self);
         let failed = self.signals.failed.notified();
@@ -90,7 +96,17 @@ impl Replica {
             _ = &mut failed => return Err(AttemptError::ConnectFailed),
         };
         self.counters.queries.fetch_add(1, Relaxed);
-        match tokio::time::timeout(timeout, query_related(&conn, product_id, limit)).await {
+        let answer = {
+            let query = query_related(&conn, product_id, limit);
+            tokio::pin!(query);
+            let mut answer = tokio::time::timeout(timeout, &mut query).await;
+            if answer.is_err() && !patience.is_zero() && is_last_usable() {
+                self.counters.timeouts_under_load.fetch_add(1, Relaxed);
+                answer = tokio::time::timeout(patience, &mut query).await;
+            }
+            answer
+        };
+        match answer {
             Ok(Ok(lookup)) => {
                 self.ban.answered();
                 self.health.last_answer_ms.store(clock::now_ms(), Relaxed);
@@ -140,7 +156,7 @@ mod tests {
         };
         let r = super::super::replica::tests::replica(port);
         let e = r
-            .attempt(1, 16, Duration::from_secs(1))
+            .attempt(1, 16, Duration::from_secs(1), Duration::ZERO, || false)
             .await
             .expect_err("nothing listens");
         assert!(e.is_replica_failure() && !e.is_timeout(), "{e:?}");

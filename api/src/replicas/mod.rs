@@ -38,7 +38,7 @@ pub use stats::{PoolStats, ReplicaStats};
 use ban::Backoff;
 use monitor::MonitorSettings;
 use roster::Roster;
-use select::{Choice, Rules};
+use select::{Choice, Rules, TimedOut};
 
 /// The replicas requests are spread over.
 pub struct ReplicaSet {
@@ -198,7 +198,11 @@ impl ReplicaSet {
                 self.counters.retries.fetch_add(1, Relaxed);
             }
             self.counters.db_queries.fetch_add(1, Relaxed);
-            let error = match replica.attempt(product_id, limit, timeout).await {
+            let started = clock::now_ms();
+            let patience = remaining.saturating_sub(timeout);
+            let last_usable = || !self.others_usable(&replica);
+            let answer = replica.attempt(product_id, limit, timeout, patience, last_usable);
+            let error = match answer.await {
                 Ok(lookup) => return Ok(lookup),
                 Err(e) => e,
             };
@@ -210,6 +214,23 @@ impl ReplicaSet {
                 AttemptError::Query(e) => {
                     tracing::error!(replica = %replica.label, error = %e, "query failed");
                     return Err(HttpError::Internal);
+                }
+                AttemptError::Timeout(_)
+                    if self.timeout_is(&replica, started) != TimedOut::Failure =>
+                {
+                    timed_out = true;
+                    // An attempt that waited past its timeout on the last usable replica has
+                    // counted that already.
+                    if patience.is_zero() || self.others_usable(&replica) {
+                        replica.counters.timeouts_under_load.fetch_add(1, Relaxed);
+                    }
+                    tracing::warn!(
+                        replica = %replica.label,
+                        error = %error,
+                        retry = attempt == 0,
+                        "query timed out on a busy replica; not banned"
+                    );
+                    failed = Some(replica);
                 }
                 AttemptError::ConnectFailed
                 | AttemptError::Connect(_)
@@ -229,6 +250,29 @@ impl ReplicaSet {
             }
         }
         Err(self.nowhere_left(timed_out))
+    }
+
+    /// What a query that timed out on `replica` after starting at `started_ms` says about it
+    /// (see [`select::judge_timeout`]).
+    fn timeout_is(&self, replica: &Arc<Replica>, started_ms: u64) -> TimedOut {
+        let last = replica.last_answer_ms();
+        let answered_since_start = last > 0 && last >= started_ms;
+        select::judge_timeout(answered_since_start, self.others_usable(replica))
+    }
+
+    /// Whether a replica other than `replica` (or the fallback, unless it is `replica`) could
+    /// take a request now.
+    fn others_usable(&self, replica: &Arc<Replica>) -> bool {
+        let now = clock::now_ms();
+        let list = self.snapshot();
+        let candidates: Vec<_> = list.iter().map(|r| r.candidate(now, false)).collect();
+        let index = list.iter().position(|r| Arc::ptr_eq(r, replica));
+        let fallback = self
+            .roster
+            .fallback()
+            .filter(|f| !Arc::ptr_eq(f, replica))
+            .map(|f| f.candidate(now, false));
+        select::others_usable(&candidates, index, fallback.as_ref(), &self.rules)
     }
 
     /// The answer when no attempt is left: a 504 if the last failure was a timeout (the

@@ -57,6 +57,9 @@ pub(super) struct ReplicaCounters {
     pub(super) bans: AtomicU64,
     /// Health checks that failed while the replica looked loaded rather than down.
     pub(super) slow_checks: AtomicU64,
+    /// Queries that timed out while the replica was answering others, or was the last usable
+    /// one: load, so not bans.
+    pub(super) timeouts_under_load: AtomicU64,
 }
 
 impl Replica {
@@ -186,6 +189,7 @@ impl Replica {
             failures: self.counters.failures.load(Relaxed),
             bans: self.counters.bans.load(Relaxed),
             slow_checks: self.counters.slow_checks.load(Relaxed),
+            timeouts_under_load: self.counters.timeouts_under_load.load(Relaxed),
             pool: PoolStats {
                 connections: state.connections,
                 idle_connections: state.idle_connections,

@@ -129,6 +129,48 @@ pub fn ready(replicas: &[Candidate], fallback: Option<&Candidate>, rules: &Rules
     replicas.iter().any(|c| c.usable(rules) || c.healthy) || fallback.is_some_and(|f| f.healthy)
 }
 
+/// What a query that ran out of time says about the replica it ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// The replica is busy, not gone, and others can take the request: retry elsewhere, keep
+    /// routing to it.
+    Busy,
+    /// No other replica (nor the fallback) could take the request: no ban, and no retry (the
+    /// attempt already waited up to the request deadline).
+    LastUsable,
+    /// The replica stopped answering while others can serve: ban it like a refused connection.
+    Failure,
+}
+
+/// A query timeout is load, not failure, when the replica answered other queries while this one
+/// waited, or when no other replica is usable: banning the last one for slowness turns a
+/// saturated database into failed requests for everyone, while the request deadline already
+/// bounds each request (a 504 past it). A replica that answers nobody while others could serve
+/// is banned, so a hung server still loses its traffic.
+pub fn judge_timeout(answered_since_start: bool, others_usable: bool) -> TimedOut {
+    if !others_usable {
+        TimedOut::LastUsable
+    } else if answered_since_start {
+        TimedOut::Busy
+    } else {
+        TimedOut::Failure
+    }
+}
+
+/// Whether any replica but the one at `index` (or the fallback) is usable: the "others" of
+/// [`judge_timeout`].
+pub fn others_usable(
+    replicas: &[Candidate],
+    index: Option<usize>,
+    fallback: Option<&Candidate>,
+    rules: &Rules,
+) -> bool {
+    let other_replica = (0..replicas.len())
+        .filter(|&i| Some(i) != index)
+        .any(|i| replicas[i].usable(rules));
+    other_replica || fallback.is_some_and(Candidate::usable_as_fallback)
+}
+
 fn indexes(candidates: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<usize> {
     (0..candidates.len())
         .filter(|&i| keep(&candidates[i]))
@@ -347,5 +389,42 @@ mod tests {
         assert!(!ready(&[down(up(0))], None, &NO_LAG_BOUND));
         assert!(ready(&[down(up(0))], Some(&banned(up(0))), &NO_LAG_BOUND));
         assert!(!ready(&[down(up(0))], Some(&down(up(0))), &NO_LAG_BOUND));
+    }
+
+    #[test]
+    fn a_timeout_on_a_replica_that_answers_others_is_load() {
+        assert_eq!(judge_timeout(true, true), TimedOut::Busy);
+        assert_eq!(judge_timeout(true, false), TimedOut::LastUsable);
+    }
+
+    #[test]
+    fn the_last_usable_replica_is_never_banned_for_a_timeout() {
+        assert_eq!(judge_timeout(false, false), TimedOut::LastUsable);
+    }
+
+    #[test]
+    fn a_silent_replica_with_others_to_go_to_is_a_failure() {
+        assert_eq!(judge_timeout(false, true), TimedOut::Failure);
+    }
+
+    #[test]
+    fn others_leave_out_the_replica_itself_and_count_the_fallback() {
+        let alone = [up(3)];
+        assert!(!others_usable(&alone, Some(0), None, &NO_LAG_BOUND));
+        assert!(others_usable(&alone, Some(0), Some(&up(0)), &NO_LAG_BOUND));
+        assert!(!others_usable(
+            &alone,
+            Some(0),
+            Some(&banned(up(0))),
+            &NO_LAG_BOUND
+        ));
+        let pair = [up(3), banned(up(0))];
+        assert!(!others_usable(&pair, Some(0), None, &NO_LAG_BOUND));
+        let pair = [up(3), up(0)];
+        assert!(others_usable(&pair, Some(0), None, &NO_LAG_BOUND));
+        let pair = [up(3), lagging(up(0), 5000)];
+        assert!(!others_usable(&pair, Some(0), None, &LAG_BOUND_1S));
+        // The fallback itself timing out: any usable replica is another.
+        assert!(others_usable(&pair, None, None, &NO_LAG_BOUND));
     }
 }

@@ -25,6 +25,8 @@ pub struct ReplicaStats {
     pub bans: u64,
     /// Failed health checks taken for overload rather than failure.
     pub slow_checks: u64,
+    /// Query timeouts taken for load, not failure (no ban).
+    pub timeouts_under_load: u64,
     pub pool: PoolStats,
 }
 

@@ -1,8 +1,8 @@
 //! Replica routing: balance counted by the servers themselves, the lag bound, a slow health
-//! check, and failure handling (one replica stopped under traffic, restarted, all stopped, all
-//! back).
+//! check, slow queries on the last replica, and failure handling (one replica stopped under
+//! traffic, restarted, all stopped, all back).
 //!
-//! The first three use the shared cluster alone: they count queries on the servers, and two of
+//! The others use the shared cluster alone: they count queries on the servers, and two of
 //! them change a replica for a while (replay paused, a backend stopped), each undone by a guard
 //! even if the test fails. The failure test stops servers, so it builds its own cluster.
 
@@ -346,4 +346,74 @@ impl Drop for ReplayPaused<'_> {
             }
         }
     }
+}
+
+/// A query slower than the query timeout on the only replica is load, not failure: the replica
+/// is not banned and the request waits, within its deadline, for the late answer rather than
+/// getting a 504. The primary's ACCESS EXCLUSIVE lock on `related_items` is replayed on the
+/// replica and holds every read there until the primary commits, as a saturated replica would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_replica_is_not_banned_for_slow_queries() {
+    let cluster = shared_cluster_alone().await;
+    let only = cluster.replica_indexes()[0];
+    let label = replica_label(&cluster, only);
+    let mut config = api::Config::with_replicas(vec![cluster.api_url(only)]);
+    config.listen = "127.0.0.1:0".into();
+    config.health_interval_ms = 100;
+    config.query_timeout_ms = 200;
+    config.request_timeout_ms = 5000;
+    let app = spawn_app(config).await;
+    assert_eq!(app.get("/products/1/related").await.status(), 200);
+
+    let mut primary = cluster.connect(0).await.unwrap();
+    let lock = primary.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE related_items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Commit-less WAL reaches the replica when the WAL writer flushes it.
+    lock.batch_execute("SELECT pg_switch_wal()").await.unwrap();
+    let replica = cluster.connect(only).await.unwrap();
+    let held = eventually(Duration::from_secs(10), || async {
+        let locks: i64 = replica
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'related_items'::regclass \
+                 AND mode = 'AccessExclusiveLock' AND granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        locks == 1
+    })
+    .await;
+    assert!(held, "the lock is replayed on the replica");
+
+    let requests: Vec<_> = (1..=4)
+        .map(|id| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/products/{id}/related"));
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    // Every request now waits past the 200 ms query timeout.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    lock.commit().await.unwrap();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    let metrics = app.metrics().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        replica_gauge(&metrics, "api_replica_bans_total", &label),
+        Some(0),
+        "{metrics}"
+    );
+    // At least one query outlived its timeout and was waited for (the others may have waited
+    // in the pool, behind a connection's first statement preparation, which the lock holds too).
+    assert!(
+        replica_gauge(&metrics, "api_replica_timeouts_under_load_total", &label) >= Some(1),
+        "{metrics}"
+    );
+    app.stop().await;
 }
