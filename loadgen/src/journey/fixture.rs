@@ -126,6 +126,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 goose_report: None,
                 shape: None,
                 cost_us: Default::default(),
+                api_counters: Default::default(),
             },
             StageResult {
                 number: 2,
@@ -157,6 +158,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 goose_report: Some("stage-2-goose.html".into()),
                 shape: None,
                 cost_us: Default::default(),
+                api_counters: Default::default(),
             },
             StageResult {
                 number: 3,
@@ -205,6 +207,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                     ],
                 }),
                 cost_us: Default::default(),
+                api_counters: Default::default(),
             },
             StageResult {
                 number: 4,
@@ -222,6 +225,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 goose_report: None,
                 shape: None,
                 cost_us: Default::default(),
+                api_counters: Default::default(),
             },
         ],
     }

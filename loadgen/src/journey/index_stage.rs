@@ -51,6 +51,7 @@ fn result(stage: &StagePlan, probe: Option<IndexProbe>) -> StageResult {
         goose_report: None,
         shape: None,
         cost_us: Default::default(),
+        api_counters: Default::default(),
     }
 }
 

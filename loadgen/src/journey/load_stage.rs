@@ -3,6 +3,7 @@
 //! reading every component's CPU over exactly the measured window, and judge the stage with
 //! [`super::verdict`].
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use stack::cgroup::{process_tree_cpu, Budget};
@@ -14,7 +15,9 @@ use super::spec::StagePlan;
 use super::verdict::verdict;
 use crate::cancel::INTERRUPTED;
 use crate::scenario::{run_load, LoadError, LoadSpec};
-use crate::topology::{machine_busy_cpu, own_cpu, ApiLaunch, ApiTier, BudgetState, Budgeted};
+use crate::topology::{
+    machine_busy_cpu, own_cpu, ApiInstance, ApiLaunch, ApiTier, BudgetState, Budgeted,
+};
 
 /// Run the stage: its topology is torn down before this returns; the replicas stay for the next.
 pub(crate) async fn run(
@@ -80,6 +83,7 @@ pub(crate) async fn run(
         Err(e) => return Err(e.into()),
     };
     let nginx_errors = tier.nginx.as_ref().map(|n| n.errors());
+    let api_counters = scrape_api_counters(&tier.instances).await;
     let api_budget = tier
         .budgets
         .first()
@@ -132,7 +136,59 @@ pub(crate) async fn run(
         goose_report: Some(goose_report),
         shape: None,
         cost_us,
+        api_counters,
     })
+}
+
+/// The API counters a stage's verdict leans on, summed over its instances, read from each
+/// instance's operator listener (`/metrics` is not on the public one): cumulative since the
+/// instance started, warm-up included.
+const SCRAPED: [&str; 9] = [
+    "api_db_queries_total",
+    "api_retries_total",
+    "api_pool_wait_timeouts_total",
+    "api_deadline_exceeded_total",
+    "api_no_replica_total",
+    "api_cache_hits_total",
+    "api_cache_misses_total",
+    "api_replica_bans_total",
+    "api_replica_timeouts_under_load_total",
+];
+
+async fn scrape_api_counters(instances: &[ApiInstance]) -> BTreeMap<String, f64> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client");
+    let mut totals = BTreeMap::new();
+    for instance in instances {
+        let url = format!("http://{}/metrics", instance.admin_addr);
+        let Ok(response) = client.get(&url).send().await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        for (name, value) in counters(&text) {
+            *totals.entry(name).or_insert(0.0) += value;
+        }
+    }
+    totals
+}
+
+/// The [`SCRAPED`] series of one Prometheus text, each summed over its labels.
+fn counters(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        if let (true, Ok(v)) = (SCRAPED.contains(&name), value.parse::<f64>()) {
+            *out.entry(name.to_string()).or_insert(0.0) += v;
+        }
+    }
+    out
 }
 
 /// Add replicas up to the stage's count and put the first `stage.replicas` of them under the
@@ -300,6 +356,17 @@ mod tests {
             machine: secs(1000.0 + 36.0),
         };
         CpuUse::between(&start, &end, 2.0)
+    }
+
+    #[test]
+    fn counters_are_summed_over_their_labels_and_others_ignored() {
+        let text = "# HELP api_retries_total x\n# TYPE api_retries_total counter\napi_retries_total 3\n\
+            api_replica_bans_total{replica=\"a:1/r\"} 2\napi_replica_bans_total{replica=\"b:2/r\"} 5\n\
+            api_replica_lag_ms{replica=\"a:1/r\"} 900\n";
+        let c = counters(text);
+        assert_eq!(c.get("api_retries_total"), Some(&3.0));
+        assert_eq!(c.get("api_replica_bans_total"), Some(&7.0));
+        assert!(!c.contains_key("api_replica_lag_ms"));
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub struct StageResult {
     /// capacity plan's costs (`[capacity]`) are checked against.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cost_us: std::collections::BTreeMap<String, f64>,
+    /// The API instances' own counters (retries, bans, deadlines, pool waits, cache hits...),
+    /// summed over the instances, scraped from their operator listeners after the load.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub api_counters: std::collections::BTreeMap<String, f64>,
 }
 
 /// One stage's shape check: what the story expects of it and whether the run held to it.
