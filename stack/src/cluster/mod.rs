@@ -332,41 +332,58 @@ impl Cluster {
     /// Wait until every running replica has replayed the primary's current WAL position, so
     /// that what was committed on the primary is visible on every replica.
     pub async fn wait_for_replicas(&self, timeout: Duration) -> Result<()> {
-        let primary = self.connect(0).await?;
-        let lsn: String = primary
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .map_err(|e| db_err("primary", e))?
-            .get(0);
+        let lsn = self.primary_lsn().await?;
         let deadline = Instant::now() + timeout;
         for node in self.replica_indexes() {
             if self.pid(node).is_none() {
                 continue;
             }
-            let name = &self.state.nodes[node].name;
             let client = self.connect(node).await?;
-            loop {
-                let caught_up: bool = client
-                    .query_one(
-                        "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
-                        &[&lsn],
-                    )
-                    .await
-                    .map_err(|e| db_err(name, e))?
-                    .get(0);
-                if caught_up {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(StackError::Timeout {
-                        what: format!("{name} to replay WAL up to {lsn}"),
-                        secs: timeout.as_secs(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
+            if !self.replayed_on(&client, node, &lsn, deadline).await? {
+                return Err(StackError::Timeout {
+                    what: format!("{} to replay WAL up to {lsn}", self.state.nodes[node].name),
+                    secs: timeout.as_secs(),
+                });
             }
         }
         Ok(())
+    }
+
+    /// The primary's current WAL insert position, as text (`0/3000060`).
+    async fn primary_lsn(&self) -> Result<String> {
+        let primary = self.connect(0).await?;
+        Ok(primary
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| db_err("primary", e))?
+            .get(0))
+    }
+
+    /// Whether the replica behind `client` replays up to `lsn` before `deadline`.
+    async fn replayed_on(
+        &self,
+        client: &Client,
+        node: usize,
+        lsn: &str,
+        deadline: Instant,
+    ) -> Result<bool> {
+        loop {
+            let caught_up: bool = client
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&lsn],
+                )
+                .await
+                .map_err(|e| db_err(&self.state.nodes[node].name, e))?
+                .get(0);
+            if caught_up {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// One line per server: name, role, port, pid or "stopped".

@@ -117,15 +117,6 @@ impl Cluster {
         Ok(())
     }
 
-    async fn primary_lsn(&self) -> Result<String> {
-        let primary = self.connect(0).await?;
-        Ok(primary
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .map_err(|e| super::db_err("primary", e))?
-            .get(0))
-    }
-
     /// Whether a running replica replays up to `lsn` within `timeout`; a replica that does not
     /// answer at all counts as not caught up.
     async fn replayed(&self, node: usize, lsn: &str, timeout: Duration) -> Result<bool> {
@@ -133,23 +124,7 @@ impl Cluster {
         let Ok(client) = self.connect(node).await else {
             return Ok(false);
         };
-        loop {
-            let caught_up: bool = client
-                .query_one(
-                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
-                    &[&lsn],
-                )
-                .await
-                .map_err(|e| super::db_err(&self.state.nodes[node].name, e))?
-                .get(0);
-            if caught_up {
-                return Ok(true);
-            }
-            if Instant::now() > deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.replayed_on(&client, node, lsn, deadline).await
     }
 }
 
