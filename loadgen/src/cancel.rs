@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The message every run stopped by Ctrl-C ends with.
-pub const INTERRUPTED: &str = "interrupted by Ctrl-C; the topology was torn down";
+pub const INTERRUPTED: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP); the topology was torn down";
 
 /// A cheap, cloneable handle that says whether (and when) the run was asked to stop.
 #[derive(Debug, Clone)]
