@@ -95,6 +95,15 @@ fn the_scan_sees_every_command_line() {
         .args(["-c", "sleep 30; :", &marker])
         .spawn()
         .unwrap();
+    // Until the child has exec'd, its command line is still this test binary's: wait for the
+    // shell to be running (bounded), then scan.
+    let cmdline = format!("/proc/{}/cmdline", sleeper.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sh\0"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let found = leaks(std::slice::from_ref(&marker));
     let _ = sleeper.kill();
     let _ = sleeper.wait();
