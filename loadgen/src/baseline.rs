@@ -170,6 +170,7 @@ pub async fn run_baseline(opts: &BaselineOptions, cancel: &Cancel) -> anyhow::Re
             report_files: Vec::new(),
             goose_args: Vec::new(),
             request_timeout: Duration::from_secs(10),
+            lists_change: false,
         };
         let (load, _, _) = run_load(&spec, cancel, || ()).await?;
         say(&format!(

@@ -293,6 +293,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 report_files: args.report_file,
                 goose_args: args.goose_args,
                 request_timeout: Duration::from_secs(10),
+                lists_change: false,
             };
             // goose's own Ctrl-C handler stops this run.
             let (result, _, _) = run_load(&spec, &Cancel::never(), || ()).await?;

@@ -89,9 +89,7 @@ impl Catalog {
             MATERIALS[rng.gen_range(0..MATERIALS.len())],
             noun
         );
-        // Log-uniform prices from $4.99 to about $1,000, ending in .99 like a shop's.
-        let dollars = (5.0f64 * 200f64.powf(rng.gen::<f64>())) as i32;
-        let price_cents = dollars * 100 - 1;
+        let price_cents = draw_price_cents(&mut rng);
         let review_count = if rng.gen_bool(0.1) {
             0
         } else {
@@ -111,13 +109,7 @@ impl Catalog {
             noun.to_ascii_lowercase().replace(' ', "-"),
             id
         );
-        let start = related.len();
-        while related.len() - start < self.per_product as usize {
-            let candidate = self.id_of_rank(self.popularity.sample(&mut rng) as u64);
-            if candidate != id && !related[start..].contains(&candidate) {
-                related.push(candidate);
-            }
-        }
+        self.draw_related(id, self.per_product as usize, &mut rng, related);
         Product {
             id,
             name,
@@ -129,11 +121,37 @@ impl Catalog {
         }
     }
 
+    /// Append `count` distinct related ids for product `id`, none of them `id`, drawn from `rng`
+    /// with the catalog's popularity: the seeded lists, and the lists a recomputation writes
+    /// (`seeder write`). `count` is capped at the other products there are, so it always ends.
+    pub fn draw_related<R: Rng + ?Sized>(
+        &self,
+        id: i32,
+        count: usize,
+        rng: &mut R,
+        related: &mut Vec<i32>,
+    ) {
+        let count = count.min(self.products as usize - 1);
+        let start = related.len();
+        while related.len() - start < count {
+            let candidate = self.id_of_rank(self.popularity.sample(rng) as u64);
+            if candidate != id && !related[start..].contains(&candidate) {
+                related.push(candidate);
+            }
+        }
+    }
+
     /// Popularity rank (1 = most popular) to product id, through a fixed shuffle.
     fn id_of_rank(&self, rank: u64) -> i32 {
         let n = self.products as u64;
         (((rank - 1) * self.stride + self.offset) % n + 1) as i32
     }
+}
+
+/// A price in cents, log-uniform from $4.99 to about $1,000 and ending in .99 like a shop's.
+pub fn draw_price_cents<R: Rng + ?Sized>(rng: &mut R) -> i32 {
+    let dollars = (5.0f64 * 200f64.powf(rng.gen::<f64>())) as i32;
+    dollars * 100 - 1
 }
 
 /// SplitMix64's finaliser: spreads nearby inputs (ids 1, 2, 3...) into unrelated seeds.
@@ -394,6 +412,33 @@ mod tests {
         counts.sort_unstable_by(|a, b| b.cmp(a));
         let top_1pct: u32 = counts[..100].iter().sum();
         assert!(top_1pct as f64 > 0.2 * 160_000.0, "top 1% got {top_1pct}");
+    }
+
+    #[test]
+    fn redrawn_lists_keep_the_invariants_and_never_loop_forever() {
+        let c = Catalog::new(3, 20, 0).unwrap();
+        let mut rng = Pcg64Mcg::seed_from_u64(9);
+        for id in 1..=20 {
+            let mut related = vec![-1];
+            c.draw_related(id, 16, &mut rng, &mut related);
+            assert_eq!(related[0], -1, "appended, not overwritten");
+            let drawn = &related[1..];
+            let mut sorted = drawn.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!((drawn.len(), sorted.len()), (16, 16));
+            assert!(!drawn.contains(&id));
+            assert!(drawn.iter().all(|&r| (1..=20).contains(&r)));
+        }
+        // More than the other products there are: every other product, once.
+        let mut all = Vec::new();
+        c.draw_related(1, 100, &mut rng, &mut all);
+        assert_eq!(all.len(), 19);
+        let price = draw_price_cents(&mut rng);
+        assert!(
+            (499..=100_000).contains(&price) && price % 100 == 99,
+            "{price}"
+        );
     }
 
     #[test]

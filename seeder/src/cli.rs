@@ -1,10 +1,11 @@
-//! The `seeder` command line: seed (the default), `index`, `export`, `import`.
+//! The `seeder` command line: seed (the default), `index`, `export`, `import`, `write`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::csvio::{ImportOptions, PRODUCTS_FILE, RELATED_FILE};
+use crate::writes::{self, WriteOptions};
 use crate::SeedOptions;
 
 const CSV_FORMAT: &str = "CSV format (UTF-8, comma-separated, one header line):
@@ -48,6 +49,9 @@ pub enum Command {
     /// Load products.csv and related_items.csv (resumable, chunked), then index and analyze.
     #[command(after_help = CSV_FORMAT)]
     Import(ImportArgs),
+    /// Rewrite related-item lists and prices on the primary at a chosen rate: a write peak, as a
+    /// nightly recomputation makes (each transaction replaces one product's list and its price).
+    Write(WriteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,53 @@ pub struct ImportArgs {
     pub common: LoadArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// Transactions per second to aim at, all connections together (above 0, at most 100000).
+    #[arg(long, env = "SEEDER_WRITE_TX_PER_SEC", default_value = "100", value_parser = parse_tx_per_sec)]
+    pub tx_per_sec: f64,
+    /// How long to write, in seconds (above 0, at most a day); Ctrl-C stops sooner.
+    #[arg(long = "duration-secs", env = "SEEDER_WRITE_DURATION_SECS", default_value = "60", value_parser = parse_write_duration)]
+    pub duration: std::time::Duration,
+    /// Connections writing in parallel, each on its own share of the products (1 to 64).
+    #[arg(long, env = "SEEDER_WRITE_CONNECTIONS", default_value_t = 4, value_parser = parse_connections)]
+    pub connections: usize,
+    /// Random seed of the products picked, the lists drawn and the prices.
+    #[arg(long, env = "SEEDER_WRITE_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Seconds to wait for a seeder that is loading the database (0: do not wait).
+    #[arg(long = "lock-wait-secs", env = "SEEDER_LOCK_WAIT_SECS", default_value = "5", value_parser = parse_lock_wait)]
+    pub lock_wait: std::time::Duration,
+}
+
+fn parse_tx_per_sec(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of transactions per second"))?;
+    writes::check_tx_per_sec(rate)?;
+    Ok(rate)
+}
+
+fn parse_write_duration(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{text}` is not a positive number of seconds"));
+    }
+    let duration = std::time::Duration::from_secs_f64(secs.min(1e9));
+    writes::check_duration(duration)?;
+    Ok(duration)
+}
+
+fn parse_connections(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of connections"))?;
+    writes::check_connections(n)?;
+    Ok(n)
+}
+
 impl LoadArgs {
     fn apply(&self, opts: &mut SeedOptions) {
         if let Some(w) = self.workers {
@@ -189,6 +240,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             crate::import_csv(url, &opts).await?;
         }
+        Some(Command::Write(args)) => {
+            let opts = WriteOptions {
+                tx_per_sec: args.tx_per_sec,
+                duration: args.duration,
+                connections: args.connections,
+                seed: args.seed,
+                quiet: cli.quiet,
+                lock_wait: args.lock_wait,
+            };
+            // Ctrl-C ends the run between transactions, and its counts are still printed.
+            let ctrl_c = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let summary = crate::write(url, &opts, ctrl_c).await?;
+            println!("{}", summary.line());
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("seeder").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn write_flags_are_bounded() {
+        let cli = parse(&[
+            "write",
+            "--tx-per-sec",
+            "250.5",
+            "--duration-secs",
+            "1.5",
+            "--connections",
+            "8",
+        ])
+        .unwrap();
+        let Some(Command::Write(args)) = cli.command else {
+            panic!("not a write command");
+        };
+        assert_eq!(args.tx_per_sec, 250.5);
+        assert_eq!(args.duration, std::time::Duration::from_millis(1500));
+        assert_eq!(args.connections, 8);
+        for bad in [
+            ["--tx-per-sec", "0"],
+            ["--tx-per-sec", "1e9"],
+            ["--tx-per-sec", "fast"],
+            ["--duration-secs", "0"],
+            ["--duration-secs", "100000"],
+            ["--duration-secs", "nan"],
+            ["--connections", "0"],
+            ["--connections", "65"],
+        ] {
+            let e = parse(&["write", bad[0], bad[1]]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+        }
+    }
 }

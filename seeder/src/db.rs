@@ -36,6 +36,12 @@ const LOAD_LOCK_KEY: i64 = 0x5eed_10ad;
 
 /// Open a connection; its driver task runs on the current runtime.
 pub async fn connect(url: &str) -> Result<Client, SeedError> {
+    connect_as(url, "seeder").await
+}
+
+/// [`connect`] under another application name (unless the URL sets one), so that
+/// `pg_stat_activity` and a waiting seeder's message tell a writer from a loader.
+pub async fn connect_as(url: &str, application_name: &str) -> Result<Client, SeedError> {
     let mut config: Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| SeedError::InvalidUrl(pg_reason(&e)))?;
@@ -44,7 +50,7 @@ pub async fn connect(url: &str) -> Result<Client, SeedError> {
     }
     // Named, so that a seeder waiting for the load lock can say who holds it.
     if config.get_application_name().is_none() {
-        config.application_name("seeder");
+        config.application_name(application_name);
     }
     let (client, connection) = config
         .connect(NoTls)
@@ -76,9 +82,40 @@ fn describe_target(config: &Config) -> String {
 /// connection's backend keeps the lock until the server notices, which a rerun started at once
 /// would otherwise find held.
 pub async fn lock_load(client: &Client, wait: Duration) -> Result<(), SeedError> {
+    lock(client, wait, LockMode::Exclusive).await
+}
+
+/// The load lock in shared mode: writers (`seeder write`) hold it together, and a load waits for
+/// them as they wait for a load, so no list is rewritten while a load drops or fills the tables.
+/// Released with [`unlock_load_shared`].
+pub async fn lock_load_shared(client: &Client, wait: Duration) -> Result<(), SeedError> {
+    lock(client, wait, LockMode::Shared).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+impl LockMode {
+    /// The advisory-lock function name's suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "",
+            LockMode::Shared => "_shared",
+        }
+    }
+}
+
+async fn lock(client: &Client, wait: Duration, mode: LockMode) -> Result<(), SeedError> {
+    let suffix = mode.suffix();
     if wait.is_zero() {
         let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+            .query_one(
+                &format!("SELECT pg_try_advisory_lock{suffix}($1)"),
+                &[&LOAD_LOCK_KEY],
+            )
             .await
             .map_err(db("taking the load lock"))?
             .get(0);
@@ -94,7 +131,10 @@ pub async fn lock_load(client: &Client, wait: Duration) -> Result<(), SeedError>
         .await
         .map_err(db("setting the lock wait"))?;
     let taken = client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOAD_LOCK_KEY])
+        .execute(
+            &format!("SELECT pg_advisory_lock{suffix}($1)"),
+            &[&LOAD_LOCK_KEY],
+        )
         .await;
     client
         .batch_execute("RESET lock_timeout")
@@ -114,6 +154,13 @@ pub async fn lock_load(client: &Client, wait: Duration) -> Result<(), SeedError>
 pub async fn unlock_load(client: &Client) {
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOAD_LOCK_KEY])
+        .await;
+}
+
+/// Give the shared load lock back (see [`unlock_load`]).
+pub async fn unlock_load_shared(client: &Client) {
+    let _ = client
+        .execute("SELECT pg_advisory_unlock_shared($1)", &[&LOAD_LOCK_KEY])
         .await;
 }
 

@@ -1,5 +1,6 @@
 //! The seeder's error type: every failure a user can cause or meet (bad URL, unreachable server,
-//! missing table, a half-loaded database with other options, a malformed CSV row) as one sentence.
+//! missing table, a half-loaded database with other options, a malformed CSV row, a database the
+//! write workload cannot rewrite) as one sentence.
 
 use std::path::PathBuf;
 
@@ -26,6 +27,8 @@ pub enum SeedError {
     Busy { holder: String, waited_secs: f64 },
     #[error("invalid options: {0}")]
     Options(String),
+    #[error("the database is not ready for the write workload: {0}")]
+    NotReady(String),
     #[error("{}: line {line}, column `{column}`: {reason} (value {value:?})", file.display())]
     Csv {
         file: PathBuf,

@@ -6,7 +6,9 @@
 //! ledger, so a killed run resumes where it stopped), then builds the indexes, runs VACUUM ANALYZE
 //! and grants the API role SELECT. [`build_relation_index`] is the `seeder index` step for a
 //! database loaded with `no_index`. [`export_csv`] and [`import_csv`] move a catalog through CSV
-//! files (format in [`csvio`]).
+//! files (format in [`csvio`]). [`write`] (`seeder write`, module [`writes`]) rewrites related
+//! lists and prices on a loaded primary at a chosen rate: the write peak of the story's CQRS
+//! chapter, which the journey runs next to its read load.
 
 pub mod catalog;
 pub mod cli;
@@ -17,6 +19,7 @@ pub mod index;
 pub mod load;
 pub mod numeric;
 pub mod progress;
+pub mod writes;
 
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ pub use cli::{run, Cli};
 pub use csvio::{export_csv, import_csv, ExportSummary, ImportOptions};
 pub use error::SeedError;
 pub use index::IndexSettings;
+pub use writes::{write, WriteCounts, WriteOptions, WriteProgress, WriteSummary, Writer};
 
 use load::Plan;
 use progress::{per_second, Reporter};

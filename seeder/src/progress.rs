@@ -84,6 +84,13 @@ impl Phase {
         }
     }
 
+    /// Close the phase without a line: for a caller that prints its own summary.
+    pub fn clear(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
     /// Close the phase, print its line, and return its duration in seconds. `rows` is what the
     /// phase processed in this run (for a polled phase, what it covered).
     pub fn finish(self, rows: u64) -> f64 {

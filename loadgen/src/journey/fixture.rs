@@ -9,8 +9,8 @@ use stack::nginx::NginxErrors;
 
 use super::machine::Machine;
 use super::model::{
-    Component, ComponentCpu, JourneyReport, NginxMode, ShapeCheck, ShapeFinding, StageKind,
-    StageResult, StageTopology,
+    Component, ComponentCpu, JourneyReport, NginxMode, ServeFrom, ShapeCheck, ShapeFinding,
+    StageKind, StageResult, StageTopology,
 };
 use crate::index_probe::IndexProbe;
 use crate::latency::Percentiles;
@@ -127,6 +127,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 shape: None,
                 cost_us: Default::default(),
                 api_counters: Default::default(),
+                write_peak: None,
             },
             StageResult {
                 number: 2,
@@ -143,6 +144,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                     db_budget: db.clone(),
                     api_budget: api.clone(),
                     budgeted: true,
+                    serve_from: ServeFrom::Replicas,
                 }),
                 load: Some(load(846.2, BTreeMap::new(), 0.0)),
                 index: None,
@@ -159,6 +161,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 shape: None,
                 cost_us: Default::default(),
                 api_counters: Default::default(),
+                write_peak: None,
             },
             StageResult {
                 number: 3,
@@ -175,6 +178,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                     db_budget: unbudgeted_db,
                     api_budget: api,
                     budgeted: false,
+                    serve_from: ServeFrom::Replicas,
                 }),
                 load: Some(load(
                     595.6,
@@ -208,6 +212,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 }),
                 cost_us: Default::default(),
                 api_counters: Default::default(),
+                write_peak: None,
             },
             StageResult {
                 number: 4,
@@ -226,6 +231,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                 shape: None,
                 cost_us: Default::default(),
                 api_counters: Default::default(),
+                write_peak: None,
             },
         ],
     }

@@ -52,6 +52,7 @@ fn result(stage: &StagePlan, probe: Option<IndexProbe>) -> StageResult {
         shape: None,
         cost_us: Default::default(),
         api_counters: Default::default(),
+        write_peak: None,
     }
 }
 

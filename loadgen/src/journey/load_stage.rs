@@ -1,7 +1,8 @@
-//! The load stage: serve from the stage's replicas under their budgets, start its API tier
-//! (instances, budgets, nginx or not), send the load through [`crate::scenario::run_load`] while
-//! reading every component's CPU over exactly the measured window, and judge the stage with
-//! [`super::verdict`].
+//! The load stage: serve from the stage's replicas (or the primary) under their budgets, start
+//! its API tier (instances, budgets, nginx or not), start its write peak on the primary if it has
+//! one ([`super::write_peak`]), send the load through [`crate::scenario::run_load`] while reading
+//! every component's CPU (and the writer's counters) over exactly the measured window, and judge
+//! the stage with [`super::verdict`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,14 +11,24 @@ use stack::cgroup::{process_tree_cpu, Budget};
 use stack::nginx::NginxSettings;
 
 use super::context::StageContext;
-use super::model::{Component, ComponentCpu, NginxMode, StageKind, StageResult, StageTopology};
+use super::model::{
+    Component, ComponentCpu, NginxMode, ServeFrom, StageKind, StageResult, StageTopology,
+};
 use super::spec::StagePlan;
 use super::verdict::verdict;
+use super::write_peak::{self, WritePeakRun};
 use crate::cancel::INTERRUPTED;
 use crate::scenario::{run_load, LoadError, LoadSpec};
 use crate::topology::{
     machine_busy_cpu, own_cpu, ApiInstance, ApiLaunch, ApiTier, BudgetState, Budgeted,
 };
+
+/// The primary's index in the cluster.
+const PRIMARY: usize = 0;
+
+/// How long the writer may run past the stage's warm-up and measured window before it stops by
+/// itself; the stage stops it when the load is over.
+const WRITER_SLACK: Duration = Duration::from_secs(60);
 
 /// Run the stage: its topology is torn down before this returns; the replicas stay for the next.
 pub(crate) async fn run(
@@ -25,7 +36,24 @@ pub(crate) async fn run(
     stage: &StagePlan,
 ) -> anyhow::Result<StageResult> {
     ctx.ensure_indexed().await?;
-    let serving = serve_from_replicas(ctx, stage).await?;
+    let replicas = serve_from_replicas(ctx, stage).await?;
+    // The primary is a host of the stage's database size whenever it serves the reads or takes
+    // the write peak, so that writes and reads compete for one small host as in the story.
+    // Otherwise it stays unbudgeted: the seeding and index builds between stages run on it. Its
+    // group is dropped with this value at the end of the stage.
+    let primary_budget = (stage.serve_from == ServeFrom::Primary || stage.write_peak.is_some())
+        .then(|| -> anyhow::Result<Budgeted> {
+            let pid = ctx
+                .cluster
+                .pid(PRIMARY)
+                .ok_or_else(|| anyhow::anyhow!("the primary is not running"))?;
+            Ok(Budgeted::apply("primary", pid, stage.db_budget))
+        })
+        .transpose()?;
+    let serving = match stage.serve_from {
+        ServeFrom::Primary => vec![PRIMARY],
+        ServeFrom::Replicas => replicas.clone(),
+    };
     let db_pids: Vec<i32> = serving.iter().filter_map(|&n| ctx.cluster.pid(n)).collect();
 
     let stage_dir = ctx.run_dir.join(format!("stage-{}", stage.number));
@@ -55,6 +83,23 @@ pub(crate) async fn run(
     let api_pids: Vec<i32> = tier.instances.iter().map(|i| i.pid()).collect();
     let nginx_pid = tier.nginx.as_ref().map(|n| n.pid());
 
+    // Started before the warm-up, so the measured window sees the writes at their steady rate.
+    let peak = match &stage.write_peak {
+        Some(peak) => Some(
+            WritePeakRun::start(
+                &ctx.cluster,
+                peak,
+                ctx.plan.warmup + stage.duration + WRITER_SLACK,
+                ctx.plan.seed.wrapping_add(stage.number as u64),
+                &replicas,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let writes = peak.as_ref().map(|p| p.progress());
+    let primary_pid = peak.as_ref().and(ctx.cluster.pid(PRIMARY));
+
     let goose_report = format!("stage-{}-goose.html", stage.number);
     let spec = LoadSpec {
         host: tier.entry_url(),
@@ -68,6 +113,8 @@ pub(crate) async fn run(
         report_files: vec![ctx.run_dir.join(&goose_report)],
         goose_args: ctx.opts.goose_args.clone(),
         request_timeout: Duration::from_secs(10),
+        // A rewritten list is a new answer, not a wrong one.
+        lists_change: stage.write_peak.is_some(),
     };
     let sample = move || Snapshot {
         at: Instant::now(),
@@ -76,11 +123,37 @@ pub(crate) async fn run(
         nginx: nginx_pid.map(process_tree_cpu).unwrap_or_default(),
         generator: own_cpu(),
         machine: machine_busy_cpu(),
+        primary: primary_pid.map(process_tree_cpu).unwrap_or_default(),
+        writes: writes.as_ref().map(|w| w.counts()).unwrap_or_default(),
     };
     let (load, start, end) = match run_load(&spec, ctx.cancel, sample).await {
         Ok(r) => r,
         Err(LoadError::Interrupted) => anyhow::bail!(INTERRUPTED),
         Err(e) => return Err(e.into()),
+    };
+    let primary_state = primary_budget.as_ref().map(|b| b.state.clone());
+    let usage = CpuUse::between(&start, &end, stack::process::cores() as f64);
+    let write_peak = match peak {
+        Some(writing) => {
+            let primary_cpu = usage.component(
+                Component::Database,
+                usage.primary,
+                primary_state.as_ref().unwrap_or(&unbudgeted()),
+                1,
+            );
+            Some(
+                writing
+                    .finish(write_peak::Window {
+                        from: start.at,
+                        to: end.at,
+                        counts_from: start.writes,
+                        counts_to: end.writes,
+                        primary_cpu_utilization: primary_cpu.utilization,
+                    })
+                    .await?,
+            )
+        }
+        None => None,
     };
     let nginx_errors = tier.nginx.as_ref().map(|n| n.errors());
     let api_counters = scrape_api_counters(&tier.instances).await;
@@ -93,12 +166,19 @@ pub(crate) async fn run(
             unbudgeted_reason: None,
         });
     drop(tier);
+    drop(primary_budget);
 
-    let db_budget = ctx.db_budgets[0].state.clone();
-    let usage = CpuUse::between(&start, &end, stack::process::cores() as f64);
+    let db_budget = match (stage.serve_from, primary_state) {
+        (ServeFrom::Primary, Some(state)) => state,
+        _ => ctx.db_budgets[0].state.clone(),
+    };
     let cpu = usage.components(stage, &db_budget, &api_budget);
     let machine_cpu_utilization = usage.machine();
     let judged = verdict(&cpu, &load, nginx_errors.as_ref(), machine_cpu_utilization);
+    let verdict_text = match &write_peak {
+        Some(w) => format!("{}. {}", judged.text, w.sentence()),
+        None => judged.text,
+    };
     let requests = load.ok + load.expected_not_found + load.total_errors();
     let cost_us = cpu
         .iter()
@@ -125,6 +205,7 @@ pub(crate) async fn run(
             db_budget,
             api_budget,
             budgeted,
+            serve_from: stage.serve_from,
         }),
         load: Some(load),
         index: None,
@@ -132,12 +213,21 @@ pub(crate) async fn run(
         machine_cpu_utilization,
         nginx_errors,
         bottleneck: judged.bottleneck.to_string(),
-        verdict: judged.text,
+        verdict: verdict_text,
         goose_report: Some(goose_report),
         shape: None,
         cost_us,
         api_counters,
+        write_peak,
     })
+}
+
+/// The state of a component that has no budget.
+fn unbudgeted() -> BudgetState {
+    BudgetState {
+        budget: Budget::default(),
+        unbudgeted_reason: None,
+    }
 }
 
 /// The API counters a stage's verdict leans on, summed over its instances, read from each
@@ -192,7 +282,8 @@ fn counters(text: &str) -> BTreeMap<String, f64> {
 }
 
 /// Add replicas up to the stage's count and put the first `stage.replicas` of them under the
-/// stage's database budget. Returns the serving nodes.
+/// stage's database budget. Returns those replicas (they serve unless the primary does; they
+/// replay the write peak either way).
 async fn serve_from_replicas(
     ctx: &mut StageContext<'_>,
     stage: &StagePlan,
@@ -227,6 +318,10 @@ struct Snapshot {
     nginx: Duration,
     generator: Duration,
     machine: Duration,
+    /// The primary, read only when the stage has a write peak (it is `db` too when it serves).
+    primary: Duration,
+    /// The write peak's counters (zero without one).
+    writes: seeder::WriteCounts,
 }
 
 /// CPU used between two snapshots, on a machine of `cores` cores.
@@ -238,6 +333,7 @@ struct CpuUse {
     nginx: Duration,
     generator: Duration,
     machine: Duration,
+    primary: Duration,
 }
 
 impl CpuUse {
@@ -250,6 +346,7 @@ impl CpuUse {
             nginx: end.nginx - start.nginx,
             generator: end.generator - start.generator,
             machine: end.machine - start.machine,
+            primary: end.primary.saturating_sub(start.primary),
         }
     }
 
@@ -261,12 +358,14 @@ impl CpuUse {
         db_budget: &BudgetState,
         api_budget: &BudgetState,
     ) -> Vec<ComponentCpu> {
-        let unbudgeted = BudgetState {
-            budget: Budget::default(),
-            unbudgeted_reason: None,
-        };
+        let unbudgeted = unbudgeted();
         let mut cpu = vec![
-            self.component(Component::Database, self.db, db_budget, stage.replicas),
+            self.component(
+                Component::Database,
+                self.db,
+                db_budget,
+                stage.serving_count(),
+            ),
             self.component(Component::Api, self.api, api_budget, stage.api_instances),
         ];
         if stage.nginx != NginxMode::Off {
@@ -346,6 +445,8 @@ mod tests {
             nginx: secs(10.0),
             generator: secs(5.0),
             machine: secs(1000.0),
+            primary: secs(30.0),
+            writes: Default::default(),
         };
         let end = Snapshot {
             at: at + secs(20.0),
@@ -354,6 +455,8 @@ mod tests {
             nginx: secs(10.0 + 2.0),
             generator: secs(5.0 + 8.0),
             machine: secs(1000.0 + 36.0),
+            primary: secs(30.0 + 3.0),
+            writes: Default::default(),
         };
         CpuUse::between(&start, &end, 2.0)
     }

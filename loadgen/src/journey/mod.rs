@@ -8,7 +8,8 @@
 //! - [`model`]: what a run measured ([`JourneyReport`], stage results, [`model::Component`]);
 //!   [`machine`]: the machine it ran on;
 //! - `run`: the runner ([`run_journey`]) over a `context::StageContext` lent to one entry point
-//!   per kind of stage, `index_stage` and `load_stage`;
+//!   per kind of stage, `index_stage` and `load_stage`; `write_peak`: the writes on the primary
+//!   and the replicas' replay lag that a load stage with a `write_peak` runs beside its load;
 //! - [`capacity`]: the budgets fitted to the machine before the first stage;
 //! - [`verdict`]: which component limits a load stage, and why; [`shape`]: whether a stage
 //!   has the shape the story expects of it;
@@ -30,9 +31,10 @@ mod run;
 pub mod shape;
 pub mod spec;
 pub mod verdict;
+mod write_peak;
 
 pub use context::JourneyOptions;
 pub use machine::Machine;
 pub use model::JourneyReport;
 pub use run::run_journey;
-pub use spec::{JourneyFile, JourneyPlan, Overrides, DEFAULT_JOURNEY};
+pub use spec::{JourneyFile, JourneyPlan, Overrides, DEFAULT_JOURNEY, WRITE_PEAK_JOURNEY};

@@ -1,5 +1,5 @@
 //! What a journey measured: the components it names, each stage's result (topology, load,
-//! index probe, CPU per component, verdict) and the whole report. Plain data that serialises to
+//! index probe, CPU per component, verdict, the write peak's figures) and the whole report. Plain data that serialises to
 //! `journey.json`; the runner fills it, [`super::verdict`] judges it and [`super::report`]
 //! renders it, and neither of those needs anything else of the journey.
 
@@ -39,6 +39,24 @@ impl NginxMode {
             NginxMode::Untuned => "untuned",
             NginxMode::Tuned => "tuned",
         }
+    }
+}
+
+/// Where a stage's API instances read from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeFrom {
+    /// The stage's replicas: the read copies of the story's last steps.
+    #[default]
+    Replicas,
+    /// The primary alone, the only server the API knows: reads and writes on one database, the
+    /// state the story's CQRS chapter started from.
+    Primary,
+}
+
+impl ServeFrom {
+    pub fn is_replicas(&self) -> bool {
+        *self == ServeFrom::Replicas
     }
 }
 
@@ -125,6 +143,9 @@ pub struct StageTopology {
     pub api_budget: BudgetState,
     /// False when any budget the stage asked for could not be enforced.
     pub budgeted: bool,
+    /// Where the API read from; absent in the JSON for the replicas, as before it existed.
+    #[serde(default, skip_serializing_if = "ServeFrom::is_replicas")]
+    pub serve_from: ServeFrom,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,6 +176,64 @@ pub struct StageResult {
     /// summed over the instances, scraped from their operator listeners after the load.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub api_counters: std::collections::BTreeMap<String, f64>,
+    /// What the stage's write peak did on the primary and how far the replicas fell behind
+    /// replaying it; `None` for a stage without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_peak: Option<WritePeakResult>,
+}
+
+/// A stage's write peak (`write_peak` in the journey file, run by `seeder write`'s library on
+/// the primary): the writes done, the primary's CPU, and the replicas' replay lag, over the
+/// stage's measured window unless said otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WritePeakResult {
+    /// Transactions per second asked of the writer, and its connections.
+    pub tx_per_sec_asked: f64,
+    pub connections: usize,
+    /// Committed transactions, and per second: under the rate asked when the primary could
+    /// not keep up.
+    pub transactions: u64,
+    pub tx_per_sec: f64,
+    /// Rows deleted, inserted and updated, and per second.
+    pub rows_written: u64,
+    pub rows_per_sec: f64,
+    /// Rows the writer wrote over its whole run (warm-up included), and the rows the primary's
+    /// own statistics (`pg_stat_database`: inserted + updated + deleted) counted over that run:
+    /// that the writes reached the primary, as the server saw them.
+    pub total_rows_written: u64,
+    pub primary_rows_changed: Option<u64>,
+    /// The primary's CPU time over its limit (its budget, or the machine's cores).
+    pub primary_cpu_utilization: f64,
+    /// Replicas whose replay was sampled (every 250 ms), and the samples in the window.
+    pub replicas_sampled: usize,
+    pub lag_samples: usize,
+    /// How long ago the primary had written what the slowest replica had replayed, per sample:
+    /// median and max, milliseconds. `None` without samples.
+    pub replay_lag_ms_median: Option<f64>,
+    pub replay_lag_ms_max: Option<f64>,
+    /// The same in WAL bytes not yet replayed.
+    pub replay_lag_bytes_median: Option<u64>,
+    pub replay_lag_bytes_max: Option<u64>,
+}
+
+impl WritePeakResult {
+    /// The sentence added to the stage's verdict.
+    pub fn sentence(&self) -> String {
+        let lag = match (self.replay_lag_ms_median, self.replay_lag_ms_max) {
+            (Some(median), Some(max)) => format!(
+                "replica replay lag median {median:.0} ms, max {max:.0} ms ({} samples)",
+                self.lag_samples
+            ),
+            _ => "no replica lag sampled".to_string(),
+        };
+        format!(
+            "Write peak: {:.0} tx/s of {} asked ({:.0} rows/s), primary CPU {:.0}% of its limit; {lag}.",
+            self.tx_per_sec,
+            self.tx_per_sec_asked,
+            self.rows_per_sec,
+            self.primary_cpu_utilization * 100.0
+        )
+    }
 }
 
 /// One stage's shape check: what the story expects of it and whether the run held to it.

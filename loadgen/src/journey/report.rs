@@ -152,9 +152,10 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                 };
                 writeln!(
                     out,
-                    "| {} | {} | {} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {}{} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.number,
                     s.name,
+                    if t.serve_from.is_replicas() { "" } else { "reads on the primary, " },
                     t.replicas,
                     t.api_instances,
                     t.nginx.name(),

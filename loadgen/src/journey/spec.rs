@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 use stack::cgroup::Budget;
 
 use super::capacity::CapacitySpec;
-use super::model::{NginxMode, StageKind};
+use super::model::{NginxMode, ServeFrom, StageKind};
 use super::shape::Expectation;
 use crate::ids::IdDistribution;
 
 /// The journey shipped with the project: the story's stages and one past them.
 pub const DEFAULT_JOURNEY: &str = include_str!("../../journeys/default.toml");
+
+/// The second committed journey: the story's CQRS chapter, reads on the primary and on a replica
+/// while the primary takes a write peak (`loadgen journey --file loadgen/journeys/write-peak.toml`).
+pub const WRITE_PEAK_JOURNEY: &str = include_str!("../../journeys/write-peak.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,12 +44,23 @@ impl JourneyFile {
             anyhow::bail!("{origin}: a journey needs at least one [[stage]]");
         }
         for (i, s) in file.stages.iter().enumerate() {
-            if s.kind == StageKind::Load && (s.replicas == 0 || s.api_instances == 0) {
+            // A stage reading from the primary may have no replica at all.
+            let no_replica = s.replicas == 0 && s.serve_from == ServeFrom::Replicas;
+            if s.kind == StageKind::Load && (no_replica || s.api_instances == 0) {
                 anyhow::bail!(
                     "{origin}: stage {} ({}) needs at least one replica and one API instance",
                     i + 1,
                     s.name
                 );
+            }
+            if let Some(peak) = &s.write_peak {
+                let checked = if s.kind == StageKind::Load {
+                    peak.validate()
+                } else {
+                    Err("write_peak runs next to a load: it needs a load stage".into())
+                };
+                checked
+                    .map_err(|e| anyhow::anyhow!("{origin}: stage {} ({}): {e}", i + 1, s.name))?;
             }
             if let Some(expect) = &s.expect {
                 expect
@@ -137,6 +152,35 @@ pub struct StageSpec {
     pub pool_size: Option<u32>,
     /// What the story expects of this stage relative to an earlier one.
     pub expect: Option<Expectation>,
+    /// Where the API reads from: the stage's replicas (the default) or the primary alone.
+    #[serde(default)]
+    pub serve_from: ServeFrom,
+    /// Writes on the primary while the load runs.
+    pub write_peak: Option<WritePeak>,
+}
+
+/// A write peak on the primary during a load stage, `write_peak = { tx_per_sec = 300,
+/// connections = 4 }`: `seeder write`'s workload (each transaction rewrites one product's
+/// related list and price) from before the warm-up to the end of the measured window. The rate
+/// is in transactions per second as written: the capacity plan scales CPU budgets, not this.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WritePeak {
+    pub tx_per_sec: f64,
+    #[serde(default = "default_write_connections")]
+    pub connections: usize,
+}
+
+impl WritePeak {
+    /// The seeder's own bounds, so a journey file hears of a bad value before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        seeder::writes::check_tx_per_sec(self.tx_per_sec)?;
+        seeder::writes::check_connections(self.connections)
+    }
+}
+
+fn default_write_connections() -> usize {
+    4
 }
 
 fn one() -> usize {
@@ -201,6 +245,18 @@ pub struct StagePlan {
     /// Connections of each API instance's pool per replica: the stage's, else the default.
     pub pool_size: u32,
     pub expect: Option<Expectation>,
+    pub serve_from: ServeFrom,
+    pub write_peak: Option<WritePeak>,
+}
+
+impl StagePlan {
+    /// Database servers that answer the API's reads: the primary alone, or the replicas.
+    pub fn serving_count(&self) -> usize {
+        match self.serve_from {
+            ServeFrom::Primary => 1,
+            ServeFrom::Replicas => self.replicas,
+        }
+    }
 }
 
 impl JourneyPlan {
@@ -234,6 +290,8 @@ impl JourneyPlan {
                 ids: s.ids.unwrap_or(defaults.ids),
                 pool_size: s.pool_size.unwrap_or(defaults.pool_size),
                 expect: s.expect.clone(),
+                serve_from: s.serve_from,
+                write_peak: s.write_peak,
             })
             .collect();
         JourneyPlan {
@@ -361,6 +419,103 @@ replicas = 3
         )
         .unwrap();
         assert!(!JourneyPlan::resolve(&file, &Overrides::default()).seed_without_index);
+    }
+
+    #[test]
+    fn a_write_peak_and_primary_reads_are_resolved_into_the_plan() {
+        let plan = JourneyPlan::resolve(
+            &parse(
+                "name = \"w\"\n\
+                 [[stage]]\nname = \"primary\"\nserve_from = \"primary\"\nreplicas = 0\n\
+                 write_peak = { tx_per_sec = 250.5 }\n\
+                 [[stage]]\nname = \"replica\"\nwrite_peak = { tx_per_sec = 10, connections = 2 }\n\
+                 [[stage]]\nname = \"plain\"\nreplicas = 2\n",
+            )
+            .unwrap(),
+            &Overrides::default(),
+        );
+        let [primary, replica, plain] = &plan.stages[..] else {
+            panic!("three stages");
+        };
+        assert_eq!(primary.serve_from, ServeFrom::Primary);
+        assert_eq!(
+            primary.write_peak,
+            Some(WritePeak {
+                tx_per_sec: 250.5,
+                connections: 4
+            }),
+            "four connections unless set"
+        );
+        assert_eq!(primary.serving_count(), 1, "the primary alone serves");
+        assert_eq!(replica.serve_from, ServeFrom::Replicas);
+        assert_eq!(replica.write_peak.map(|w| w.connections), Some(2));
+        assert_eq!((plain.write_peak, plain.serving_count()), (None, 2));
+        assert!(!plan.seed_without_index);
+    }
+
+    #[test]
+    fn write_peaks_out_of_bounds_or_on_an_index_stage_are_refused() {
+        for (peak, says) in [
+            ("{ tx_per_sec = 0 }", "write rate"),
+            ("{ tx_per_sec = 1e9 }", "write rate"),
+            ("{ tx_per_sec = 10, connections = 0 }", "connections"),
+            ("{ tx_per_sec = 10, connections = 65 }", "connections"),
+            ("{ tx_per_sec = 10, speed = 2 }", "speed"),
+        ] {
+            let e = parse(&format!(
+                "name = \"x\"\n[[stage]]\nname = \"a\"\nwrite_peak = {peak}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains(says), "{peak}: {e}");
+        }
+        let e = parse(
+            "name = \"x\"\n[[stage]]\nname = \"i\"\nkind = \"index\"\nwrite_peak = { tx_per_sec = 5 }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("stage 1 (i): write_peak"), "{e}");
+        let e =
+            parse("name = \"x\"\n[[stage]]\nname = \"a\"\nserve_from = \"cache\"\n").unwrap_err();
+        assert!(e.to_string().contains("serve_from"), "{e}");
+        // Reading from the primary needs no replica; reading from replicas does.
+        let e = parse("name = \"x\"\n[[stage]]\nname = \"a\"\nreplicas = 0\n").unwrap_err();
+        assert!(e.to_string().contains("needs at least one replica"), "{e}");
+    }
+
+    #[test]
+    fn the_write_peak_journey_parses_resolves_and_fits_two_cores() {
+        let file = JourneyFile::parse(WRITE_PEAK_JOURNEY, "write-peak.toml").unwrap();
+        let mut plan = JourneyPlan::resolve(&file, &Overrides::default());
+        assert!(!plan.seed_without_index, "the relation index is seeded");
+        let reads: Vec<ServeFrom> = plan.stages.iter().map(|s| s.serve_from).collect();
+        assert_eq!(
+            reads,
+            [ServeFrom::Primary, ServeFrom::Primary, ServeFrom::Replicas]
+        );
+        let peaks: Vec<Option<WritePeak>> = plan.stages.iter().map(|s| s.write_peak).collect();
+        assert!(peaks[0].is_none());
+        assert!(
+            peaks[1].is_some() && peaks[1] == peaks[2],
+            "the same peak twice"
+        );
+        for s in &plan.stages {
+            assert_eq!(s.kind, StageKind::Load);
+            assert_eq!(s.db_budget, plan.stages[0].db_budget, "equal budgets");
+            assert_eq!(
+                (s.replicas, s.api_instances, s.nginx, s.users, s.pool_size),
+                (
+                    1,
+                    1,
+                    NginxMode::Off,
+                    plan.stages[0].users,
+                    plan.stages[0].pool_size
+                ),
+                "{}: the same topology",
+                s.name
+            );
+        }
+        let spec = file.capacity.clone().expect("a [capacity] table");
+        let capacity = super::super::capacity::fit(&mut plan.stages, &spec, 2.0);
+        assert!(capacity.fits(), "{:#?}", capacity.lines());
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod helpers;
 mod lock;
 mod replicas;
 mod resume;
+mod writes;
