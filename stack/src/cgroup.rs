@@ -191,6 +191,41 @@ impl ControlGroup {
     }
 }
 
+/// Memory a group holds: all of it, and the page cache within it (the data files the group's
+/// processes read count against its limit as they are cached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    pub bytes: u64,
+    pub page_cache_bytes: u64,
+}
+
+impl ControlGroup {
+    /// What the group holds now; `None` where no memory controller is attached.
+    pub fn memory_use(&self) -> Option<MemoryUse> {
+        let (dir, usage_file, cache_key) = match &self.layout {
+            Layout::V2(dir) => (dir, "memory.current", "file "),
+            Layout::V1 { memory, .. } => (memory.as_ref()?, "memory.usage_in_bytes", "cache "),
+        };
+        let bytes = std::fs::read_to_string(dir.join(usage_file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let page_cache_bytes = std::fs::read_to_string(dir.join("memory.stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.lines()
+                    .find_map(|l| l.strip_prefix(cache_key))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        Some(MemoryUse {
+            bytes,
+            page_cache_bytes,
+        })
+    }
+}
+
 impl Drop for ControlGroup {
     fn drop(&mut self) {
         let dirs: Vec<PathBuf> = match &self.layout {
@@ -301,6 +336,24 @@ pub fn process_tree_cpu(pid: i32) -> Duration {
         }
     }
     ticks_to_duration(ticks)
+}
+
+/// Bytes a process and its live descendants have caused to be read from storage so far
+/// (`read_bytes` of /proc/PID/io: block-device reads, not page-cache hits). Backends that exit
+/// take their count with them, so differences are meaningful while the same processes live (a
+/// stage's pooled connections).
+pub fn process_tree_read_bytes(pid: i32) -> u64 {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .filter_map(|p| {
+            let io = std::fs::read_to_string(format!("/proc/{p}/io")).ok()?;
+            io.lines()
+                .find_map(|l| l.strip_prefix("read_bytes:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// CPU time used so far by one process alone (all its threads, none of its children).

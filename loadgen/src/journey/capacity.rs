@@ -1,7 +1,7 @@
 //! The capacity plan: before any stage runs, the journey works out what each stage asks of the
 //! machine and scales the CPU budgets so the largest stage fits in its cores with headroom.
 //!
-//! A stage's demand is its budgets (database budget x replicas, and the API tier's budget when
+//! A stage's demand is its budgets (database budget x serving databases, and the API tier's budget when
 //! it has one) plus what the unbudgeted parts (the API tier without a budget, nginx, the load
 //! generator) spend at the rate the budgets allow, from the CPU cost of one request that each
 //! component was measured at ([`CapacitySpec`]). Rates grow in proportion to the budgets, so
@@ -215,7 +215,10 @@ fn demand(stage: &StagePlan, spec: &CapacitySpec) -> StageDemand {
     };
     let db_per_request = spec.db_us * (1.0 - hit) / 1e6;
     let api_per_request = (spec.api_cached_us * hit + spec.api_us * (1.0 - hit)) / 1e6;
-    let db_cores = stage.db_budget.cpus.map(|c| c * stage.replicas as f64);
+    let db_cores = stage
+        .db_budget
+        .cpus
+        .map(|c| c * stage.serving_count() as f64);
     let api_cores = stage
         .api_budget
         .cpus

@@ -53,8 +53,23 @@ impl StageContext<'_> {
         if !self.indexed {
             seeder::build_relation_index(&self.cluster.primary_url(), true).await?;
             self.cluster.wait_for_replicas(REPLICA_CATCH_UP).await?;
+            checkpoint_all(&self.cluster).await?;
             self.indexed = true;
         }
         Ok(())
     }
+}
+
+/// A checkpoint on every server (a restartpoint on a replica), after the seeding or an index
+/// build: the WAL they wrote is then recycled down to `max_wal_size` instead of staying on disk
+/// beside each copy of the data while the stages run.
+pub(crate) async fn checkpoint_all(cluster: &Cluster) -> anyhow::Result<()> {
+    for node in 0..cluster.nodes().len() {
+        cluster
+            .connect(node)
+            .await?
+            .batch_execute("CHECKPOINT")
+            .await?;
+    }
+    Ok(())
 }

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use stack::cgroup::Budget;
 use stack::nginx::NginxErrors;
 
+use super::disk::DiskUse;
 use super::machine::Machine;
 use super::model::{
-    Component, ComponentCpu, JourneyReport, NginxMode, ServeFrom, ShapeCheck, ShapeFinding,
-    StageKind, StageResult, StageTopology,
+    Component, ComponentCpu, DatabaseMemory, JourneyReport, NginxMode, ServeFrom, ShapeCheck,
+    ShapeFinding, StageKind, StageResult, StageTopology,
 };
 use crate::index_probe::IndexProbe;
 use crate::latency::Percentiles;
@@ -98,6 +99,15 @@ pub(crate) fn sample_report() -> JourneyReport {
         command: "target/release/loadgen journey --quiet".into(),
         capacity: None,
         shape_holds: Some(false),
+        disk: Some(DiskUse {
+            dir: "/tmp/related-stack-1".into(),
+            copies: 3,
+            copy_mb: 135.0,
+            wal_mb_per_server: 199.0,
+            need_mb: 1102.2,
+            free_mb: 61_234.5,
+            peak_mb: Some(612.3),
+        }),
         stages: vec![
             StageResult {
                 number: 1,
@@ -128,6 +138,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 cost_us: Default::default(),
                 api_counters: Default::default(),
                 write_peak: None,
+                database_memory: None,
+                disk_used_mb: None,
             },
             StageResult {
                 number: 2,
@@ -162,6 +174,19 @@ pub(crate) fn sample_report() -> JourneyReport {
                 cost_us: Default::default(),
                 api_counters: Default::default(),
                 write_peak: None,
+                database_memory: Some(DatabaseMemory {
+                    data_mb: 131.6,
+                    blocks_hit: 2_345_678,
+                    blocks_read: 1_234,
+                    buffer_hit_share: Some(0.9995),
+                    disk_read_mb: 0.4,
+                    disk_reads_per_request: 0.002,
+                    memory_used_mb: Some(201.5),
+                    page_cache_mb: Some(64.2),
+                    memory_limit_mb: Some(256),
+                    memory_bound: false,
+                }),
+                disk_used_mb: Some(598.7),
             },
             StageResult {
                 number: 3,
@@ -213,6 +238,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 cost_us: Default::default(),
                 api_counters: Default::default(),
                 write_peak: None,
+                database_memory: None,
+                disk_used_mb: None,
             },
             StageResult {
                 number: 4,
@@ -232,6 +259,8 @@ pub(crate) fn sample_report() -> JourneyReport {
                 cost_us: Default::default(),
                 api_counters: Default::default(),
                 write_peak: None,
+                database_memory: None,
+                disk_used_mb: None,
             },
         ],
     }

@@ -53,6 +53,8 @@ fn result(stage: &StagePlan, probe: Option<IndexProbe>) -> StageResult {
         cost_us: Default::default(),
         api_counters: Default::default(),
         write_peak: None,
+        database_memory: None,
+        disk_used_mb: None,
     }
 }
 

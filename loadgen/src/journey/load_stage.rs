@@ -7,15 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use stack::cgroup::{process_tree_cpu, Budget};
+use stack::cgroup::{process_tree_cpu, process_tree_read_bytes, Budget};
 use stack::nginx::NginxSettings;
 
 use super::context::StageContext;
+use super::memory::{self, BlockCounts};
 use super::model::{
     Component, ComponentCpu, NginxMode, ServeFrom, StageKind, StageResult, StageTopology,
 };
 use super::spec::StagePlan;
-use super::verdict::verdict;
+use super::verdict::{verdict, with_memory};
 use super::write_peak::{self, WritePeakRun};
 use crate::cancel::INTERRUPTED;
 use crate::scenario::{run_load, LoadError, LoadSpec};
@@ -41,7 +42,7 @@ pub(crate) async fn run(
     // the write peak, so that writes and reads compete for one small host as in the story.
     // Otherwise it stays unbudgeted: the seeding and index builds between stages run on it. Its
     // group is dropped with this value at the end of the stage.
-    let primary_budget = (stage.serve_from == ServeFrom::Primary || stage.write_peak.is_some())
+    let primary_budget = (stage.serve_from.includes_primary() || stage.write_peak.is_some())
         .then(|| -> anyhow::Result<Budgeted> {
             let pid = ctx
                 .cluster
@@ -53,8 +54,10 @@ pub(crate) async fn run(
     let serving = match stage.serve_from {
         ServeFrom::Primary => vec![PRIMARY],
         ServeFrom::Replicas => replicas.clone(),
+        ServeFrom::All => std::iter::once(PRIMARY).chain(replicas.clone()).collect(),
     };
     let db_pids: Vec<i32> = serving.iter().filter_map(|&n| ctx.cluster.pid(n)).collect();
+    let data_mb = memory::data_mb(&ctx.cluster, serving[0]).await;
 
     let stage_dir = ctx.run_dir.join(format!("stage-{}", stage.number));
     let nginx = match stage.nginx {
@@ -100,6 +103,7 @@ pub(crate) async fn run(
     let writes = peak.as_ref().map(|p| p.progress());
     let primary_pid = peak.as_ref().and(ctx.cluster.pid(PRIMARY));
 
+    let blocks_before = BlockCounts::read(&ctx.cluster, &serving).await;
     let goose_report = format!("stage-{}-goose.html", stage.number);
     let spec = LoadSpec {
         host: tier.entry_url(),
@@ -119,6 +123,7 @@ pub(crate) async fn run(
     let sample = move || Snapshot {
         at: Instant::now(),
         db: db_pids.iter().map(|&p| process_tree_cpu(p)).sum(),
+        db_read_bytes: db_pids.iter().map(|&p| process_tree_read_bytes(p)).sum(),
         api: api_pids.iter().map(|&p| process_tree_cpu(p)).sum(),
         nginx: nginx_pid.map(process_tree_cpu).unwrap_or_default(),
         generator: own_cpu(),
@@ -155,6 +160,17 @@ pub(crate) async fn run(
         }
         None => None,
     };
+    // What the serving servers' groups hold at the end of the load, before any is dropped.
+    let replica_groups = ctx.db_budgets[..stage.replicas.min(ctx.db_budgets.len())]
+        .iter()
+        .filter(|_| stage.serve_from != ServeFrom::Primary);
+    let primary_group = primary_budget
+        .iter()
+        .filter(|_| stage.serve_from.includes_primary());
+    let memory_groups: Vec<_> = replica_groups
+        .chain(primary_group)
+        .filter_map(|b| b.group.as_ref()?.memory_use())
+        .collect();
     let nginx_errors = tier.nginx.as_ref().map(|n| n.errors());
     let api_counters = scrape_api_counters(&tier.instances).await;
     let api_budget = tier
@@ -167,19 +183,40 @@ pub(crate) async fn run(
         });
     drop(tier);
     drop(primary_budget);
+    // The API's connections are closed: their backends flushed their statistics on the way out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let blocks_after = BlockCounts::read(&ctx.cluster, &serving).await;
 
     let db_budget = match (stage.serve_from, primary_state) {
         (ServeFrom::Primary, Some(state)) => state,
-        _ => ctx.db_budgets[0].state.clone(),
+        (_, primary) => ctx
+            .db_budgets
+            .first()
+            .map(|b| b.state.clone())
+            .or(primary)
+            .unwrap_or_else(unbudgeted),
     };
     let cpu = usage.components(stage, &db_budget, &api_budget);
     let machine_cpu_utilization = usage.machine();
-    let judged = verdict(&cpu, &load, nginx_errors.as_ref(), machine_cpu_utilization);
+    let requests = load.ok + load.expected_not_found + load.total_errors();
+    let database_memory = memory::judge(&memory::Measured {
+        data_mb,
+        before: blocks_before,
+        after: blocks_after,
+        disk_read_bytes: end.db_read_bytes.saturating_sub(start.db_read_bytes),
+        requests,
+        groups: memory_groups,
+        memory_limit_mb: stage.db_budget.memory_mb,
+    });
+    let judged = with_memory(
+        verdict(&cpu, &load, nginx_errors.as_ref(), machine_cpu_utilization),
+        &cpu,
+        Some(&database_memory),
+    );
     let verdict_text = match &write_peak {
         Some(w) => format!("{}. {}", judged.text, w.sentence()),
         None => judged.text,
     };
-    let requests = load.ok + load.expected_not_found + load.total_errors();
     let cost_us = cpu
         .iter()
         .filter(|_| requests > 0)
@@ -219,6 +256,8 @@ pub(crate) async fn run(
         cost_us,
         api_counters,
         write_peak,
+        database_memory: Some(database_memory),
+        disk_used_mb: Some(super::disk::folder_mb(ctx.cluster.data_root())),
     })
 }
 
@@ -314,6 +353,8 @@ async fn serve_from_replicas(
 struct Snapshot {
     at: Instant,
     db: Duration,
+    /// Bytes the serving databases read from the disk.
+    db_read_bytes: u64,
     api: Duration,
     nginx: Duration,
     generator: Duration,
@@ -441,6 +482,7 @@ mod tests {
         let start = Snapshot {
             at,
             db: secs(100.0),
+            db_read_bytes: 0,
             api: secs(50.0),
             nginx: secs(10.0),
             generator: secs(5.0),
@@ -451,6 +493,7 @@ mod tests {
         let end = Snapshot {
             at: at + secs(20.0),
             db: secs(100.0 + 9.0),
+            db_read_bytes: 8192,
             api: secs(50.0 + 4.0),
             nginx: secs(10.0 + 2.0),
             generator: secs(5.0 + 8.0),

@@ -10,7 +10,9 @@
 //! - `run`: the runner ([`run_journey`]) over a `context::StageContext` lent to one entry point
 //!   per kind of stage, `index_stage` and `load_stage`; `write_peak`: the writes on the primary
 //!   and the replicas' replay lag that a load stage with a `write_peak` runs beside its load;
-//! - [`capacity`]: the budgets fitted to the machine before the first stage;
+//! - [`capacity`]: the budgets fitted to the machine before the first stage; [`disk`]: the disk
+//!   it needs, checked before anything starts, and the most it held; `memory`: whether a
+//!   stage's data fitted its databases' memory;
 //! - [`verdict`]: which component limits a load stage, and why; [`shape`]: whether a stage
 //!   has the shape the story expects of it;
 //! - [`report`]: the result files, rendered from the model alone; `chart` draws its SVG.
@@ -20,11 +22,13 @@
 pub mod capacity;
 mod chart;
 mod context;
+pub mod disk;
 #[cfg(test)]
 mod fixture;
 mod index_stage;
 mod load_stage;
 pub mod machine;
+mod memory;
 pub mod model;
 pub mod report;
 mod run;

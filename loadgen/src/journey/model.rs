@@ -52,11 +52,20 @@ pub enum ServeFrom {
     /// The primary alone, the only server the API knows: reads and writes on one database, the
     /// state the story's CQRS chapter started from.
     Primary,
+    /// The primary and the stage's replicas: with no writes to keep away from, the primary is one
+    /// more read copy of the same size, and the data is held once less than with a replica more
+    /// (what lets the full 170M rows fit 60 GB of disk).
+    All,
 }
 
 impl ServeFrom {
     pub fn is_replicas(&self) -> bool {
         *self == ServeFrom::Replicas
+    }
+
+    /// Whether the primary answers reads.
+    pub fn includes_primary(&self) -> bool {
+        matches!(self, ServeFrom::Primary | ServeFrom::All)
     }
 }
 
@@ -180,6 +189,70 @@ pub struct StageResult {
     /// replaying it; `None` for a stage without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_peak: Option<WritePeakResult>,
+    /// Whether the serving databases' data fitted their memory: buffer hits, reads from disk and
+    /// memory held, over the stage's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_memory: Option<DatabaseMemory>,
+    /// Disk the journey's servers held at the end of the stage, MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_mb: Option<f64>,
+}
+
+/// How the serving databases' data met their memory during a stage, summed over them: what
+/// tells a memory limit (reads waiting on the disk) from a CPU one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseMemory {
+    /// One copy of the database, MB (`pg_database_size`).
+    pub data_mb: f64,
+    /// Blocks found in shared buffers and blocks read from outside them (the page cache or the
+    /// disk), `pg_stat_database`, over the stage's load with its warm-up.
+    pub blocks_hit: u64,
+    pub blocks_read: u64,
+    /// blocks_hit / (blocks_hit + blocks_read); `None` without any block access.
+    pub buffer_hit_share: Option<f64>,
+    /// Bytes the serving servers read from the disk itself (`read_bytes` of /proc/PID/io) in
+    /// the measured window, MB, and per request in 8 KiB blocks.
+    pub disk_read_mb: f64,
+    pub disk_reads_per_request: f64,
+    /// Memory the serving servers' groups held at the end of the load, and the page cache in
+    /// it, MB summed; the memory budget of each, MB. `None` where not measurable.
+    pub memory_used_mb: Option<f64>,
+    pub page_cache_mb: Option<f64>,
+    pub memory_limit_mb: Option<u64>,
+    /// True when requests waited on the disk often enough to limit the stage (see
+    /// [`DatabaseMemory::MEMORY_BOUND_READS`]).
+    pub memory_bound: bool,
+}
+
+impl DatabaseMemory {
+    /// Disk reads per request from which the data's fit in memory, not CPU, is said to limit
+    /// the databases: at one read every other request a 1/4-core host at a few hundred
+    /// requests/s already waits on the disk more than it computes.
+    pub const MEMORY_BOUND_READS: f64 = 0.5;
+
+    /// The sentence added to the stage's verdict.
+    pub fn sentence(&self) -> String {
+        let hits = self
+            .buffer_hit_share
+            .map_or("no block accesses".to_string(), |h| {
+                format!("{:.2}% buffer hits", h * 100.0)
+            });
+        let held = match (self.memory_used_mb, self.memory_limit_mb) {
+            (Some(used), Some(limit)) => format!(", {used:.0} MB held (limit {limit} MB each)"),
+            (Some(used), None) => format!(", {used:.0} MB held"),
+            _ => String::new(),
+        };
+        format!(
+            "Memory: {:.0} MB of data per copy, {hits}, {:.2} disk reads per request{held}: {}.",
+            self.data_mb,
+            self.disk_reads_per_request,
+            if self.memory_bound {
+                "the data does not fit, memory limits it"
+            } else {
+                "the data fits, memory does not limit it"
+            }
+        )
+    }
 }
 
 /// A stage's write peak (`write_peak` in the journey file, run by `seeder write`'s library on
@@ -278,6 +351,9 @@ pub struct JourneyReport {
     /// Whether every stage that states an expectation held to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape_holds: Option<bool>,
+    /// The disk the journey said it needs before starting, and the most its servers held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<super::disk::DiskUse>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use super::model::{Component, JourneyReport};
+use super::model::{Component, JourneyReport, ServeFrom};
 
 /// The files [`write_all`] writes, and the renderer of each.
 pub const FILES: [&str; 4] = ["journey.json", "stages.csv", "journey.md", "journey.svg"];
@@ -65,6 +65,10 @@ struct CsvRow<'a> {
     nginx_utilization: Option<f64>,
     generator_utilization: Option<f64>,
     machine_utilization: f64,
+    buffer_hit_share: Option<f64>,
+    disk_reads_per_request: Option<f64>,
+    memory_bound: Option<bool>,
+    disk_used_mb: Option<f64>,
     bottleneck: &'a str,
     verdict: &'a str,
     shape: String,
@@ -103,6 +107,10 @@ pub fn write_csv(report: &JourneyReport, w: &mut impl Write) -> io::Result<()> {
             nginx_utilization: s.utilization(Component::Nginx),
             generator_utilization: s.utilization(Component::LoadGenerator),
             machine_utilization: s.machine_cpu_utilization,
+            buffer_hit_share: s.database_memory.as_ref().and_then(|m| m.buffer_hit_share),
+            disk_reads_per_request: s.database_memory.as_ref().map(|m| m.disk_reads_per_request),
+            memory_bound: s.database_memory.as_ref().map(|m| m.memory_bound),
+            disk_used_mb: s.disk_used_mb,
             bottleneck: &s.bottleneck,
             verdict: &s.verdict,
             shape: s.shape.as_ref().map(|c| c.summary()).unwrap_or_default(),
@@ -125,6 +133,13 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
         m.cores, m.cpu_model, m.memory_gib, m.kernel, m.postgres, m.nginx, report.products, report.relation_rows, report.seed_secs, report.started_at
     )?;
     writeln!(out, "Command: `{}`\n", report.command)?;
+    if let Some(disk) = &report.disk {
+        let peak = disk
+            .peak_mb
+            .map(|p| format!(" The servers held at most {:.1} GB.", p / 1024.0))
+            .unwrap_or_default();
+        writeln!(out, "Disk: {}.{peak}\n", disk.summary())?;
+    }
     writeln!(
         out,
         "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck | story's shape |"
@@ -155,7 +170,11 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                     "| {} | {} | {}{} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.number,
                     s.name,
-                    if t.serve_from.is_replicas() { "" } else { "reads on the primary, " },
+                    match t.serve_from {
+                        ServeFrom::Replicas => "",
+                        ServeFrom::Primary => "reads on the primary, ",
+                        ServeFrom::All => "reads on the primary and ",
+                    },
                     t.replicas,
                     t.api_instances,
                     t.nginx.name(),
@@ -195,6 +214,7 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
             }
         )?;
     }
+    write_memory_table(report, out)?;
     if let Some(capacity) = &report.capacity {
         writeln!(out, "\n## Capacity plan\n\n```")?;
         for line in capacity.lines() {
@@ -228,6 +248,44 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
          `journey.json` also has the coordinated-omission-corrected ones. CPU columns are each \
          component's CPU time in the measured window over its limit (its budget, or the machine's cores)."
     )
+}
+
+/// Per load stage: whether the data fitted the serving databases' memory.
+fn write_memory_table(report: &JourneyReport, out: &mut impl Write) -> io::Result<()> {
+    let stages: Vec<_> = report
+        .stages
+        .iter()
+        .filter_map(|s| Some((s, s.database_memory.as_ref()?)))
+        .collect();
+    if stages.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Memory and disk\n\n| # | data per copy MB | buffer hits | disk reads per request | read from disk MB | memory held MB (limit each) | servers' disk GB | memory limits it |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|")?;
+    for (s, m) in stages {
+        let held = match (m.memory_used_mb, m.memory_limit_mb) {
+            (Some(used), Some(limit)) => format!("{used:.0} ({limit})"),
+            (Some(used), None) => format!("{used:.0}"),
+            _ => "-".into(),
+        };
+        writeln!(
+            out,
+            "| {} | {:.0} | {} | {:.3} | {:.1} | {held} | {} | {} |",
+            s.number,
+            m.data_mb,
+            m.buffer_hit_share
+                .map_or("-".into(), |h| format!("{:.2}%", h * 100.0)),
+            m.disk_reads_per_request,
+            m.disk_read_mb,
+            s.disk_used_mb
+                .map_or("-".into(), |d| format!("{:.1}", d / 1024.0)),
+            if m.memory_bound { "yes" } else { "no" }
+        )?;
+    }
+    Ok(())
 }
 
 /// The chart: bars for successful requests/s per load stage, a line for p99 latency on a

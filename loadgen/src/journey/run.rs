@@ -8,7 +8,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use stack::{Cluster, ClusterSpec, PgSettings};
 
-use super::context::{JourneyOptions, StageContext, REPLICA_CATCH_UP};
+use super::context::{checkpoint_all, JourneyOptions, StageContext, REPLICA_CATCH_UP};
+use super::disk::{self, DiskWatch};
 use super::machine::Machine;
 use super::model::{JourneyReport, StageKind, StageResult};
 use super::spec::{JourneyPlan, StagePlan};
@@ -57,12 +58,28 @@ pub async fn run_journey(
         replicas: 1,
         settings: PgSettings {
             shared_buffers_mb: plan.shared_buffers_mb,
+            extra: vec![(
+                "max_wal_size".into(),
+                format!("{}MB", disk::JOURNEY_MAX_WAL_MB),
+            )],
             ..PgSettings::default()
         },
         primary_port: None,
     })
     .await?;
     cancel.check()?;
+    // Checked once the servers' folder is known (it may be under the temporary folder when the
+    // postgres user cannot reach --stack-dir), before the seeding fills it.
+    let mut disk_use = disk::estimate(
+        plan,
+        cluster.data_root(),
+        disk::free_mb(cluster.data_root())?,
+    );
+    eprintln!("{}", disk_use.line());
+    if let Some(why) = disk::refusal(&disk_use) {
+        anyhow::bail!(why);
+    }
+    let disk_watch = DiskWatch::start(cluster.data_root().to_path_buf());
 
     let seed_opts = seeder::SeedOptions {
         products: plan.products,
@@ -80,6 +97,7 @@ pub async fn run_journey(
     }
     let seed_secs = seed_started.elapsed().as_secs_f64();
     cluster.wait_for_replicas(REPLICA_CATCH_UP).await?;
+    checkpoint_all(&cluster).await?;
 
     let mut report = JourneyReport {
         journey: plan.name.clone(),
@@ -92,6 +110,7 @@ pub async fn run_journey(
         command: std::env::args().collect::<Vec<_>>().join(" "),
         capacity,
         shape_holds: None,
+        disk: None,
     };
     let mut ctx = StageContext {
         plan,
@@ -131,6 +150,8 @@ pub async fn run_journey(
         });
         report.stages.push(result);
         bar.inc(1);
+        disk_use.peak_mb = Some(disk_watch.peak_mb());
+        report.disk = Some(disk_use.clone());
         // Write after every stage, so an interrupted journey keeps what it measured.
         report::write_all(&run_dir, &report)?;
     }

@@ -255,6 +255,7 @@ impl StagePlan {
         match self.serve_from {
             ServeFrom::Primary => 1,
             ServeFrom::Replicas => self.replicas,
+            ServeFrom::All => self.replicas + 1,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use stack::nginx::NginxErrors;
 
-use super::model::{Component, ComponentCpu};
+use super::model::{Component, ComponentCpu, DatabaseMemory};
 use crate::scenario::LoadResult;
 
 /// Share of failed requests above which a stage is said to fail requests.
@@ -83,6 +83,46 @@ pub fn verdict(
     Verdict {
         bottleneck: top.component,
         text,
+    }
+}
+
+/// The verdict with what the databases' memory says, where it says anything: when the data is
+/// larger than a database's memory budget, the sentence on whether it fitted is added; when
+/// requests waited on the disk ([`DatabaseMemory::memory_bound`]) and no component was at its
+/// CPU limit, the database is the bottleneck for its memory (it waits, so its CPU looks idle).
+pub fn with_memory(
+    verdict: Verdict,
+    cpu: &[ComponentCpu],
+    memory: Option<&DatabaseMemory>,
+) -> Verdict {
+    let Some(memory) = memory else {
+        return verdict;
+    };
+    let outgrown = memory
+        .memory_limit_mb
+        .is_some_and(|limit| memory.data_mb > limit as f64);
+    if !memory.memory_bound && !outgrown {
+        return verdict;
+    }
+    let cpu_bound = cpu.iter().any(|c| c.utilization >= AT_LIMIT);
+    if memory.memory_bound && !cpu_bound && verdict.bottleneck != Component::Nginx {
+        let db = cpu
+            .iter()
+            .find(|c| c.component == Component::Database)
+            .map(|c| format!(" (its CPU at {:.0}%)", c.utilization * 100.0))
+            .unwrap_or_default();
+        return Verdict {
+            bottleneck: Component::Database,
+            text: format!(
+                "{} memory: requests wait on the disk{db}. {}",
+                Component::Database,
+                memory.sentence()
+            ),
+        };
+    }
+    Verdict {
+        text: format!("{}. {}", verdict.text, memory.sentence()),
+        ..verdict
     }
 }
 
@@ -298,5 +338,55 @@ mod tests {
     fn a_few_failed_requests_are_not_mentioned() {
         let v = verdict(&stage(0.9, 0.1, 0.1, 0.1), &load(0.01), None, 0.4);
         assert_eq!(v.text, "database at 90% of its budget of 0.25 CPU");
+    }
+
+    fn memory(memory_bound: bool, data_mb: f64) -> DatabaseMemory {
+        DatabaseMemory {
+            data_mb,
+            blocks_hit: 500,
+            blocks_read: 500,
+            buffer_hit_share: Some(0.5),
+            disk_read_mb: 100.0,
+            disk_reads_per_request: if memory_bound { 2.5 } else { 0.1 },
+            memory_used_mb: Some(1000.0),
+            page_cache_mb: Some(800.0),
+            memory_limit_mb: Some(1024),
+            memory_bound,
+        }
+    }
+
+    #[test]
+    fn a_database_waiting_on_its_disk_is_the_bottleneck_for_its_memory() {
+        let cpu = stage(0.3, 0.2, 0.1, 0.1);
+        let judged = verdict(&cpu, &load(0.0), None, 0.4);
+        assert_eq!(judged.bottleneck, Component::Database);
+        let v = with_memory(judged, &cpu, Some(&memory(true, 11_800.0)));
+        assert_eq!(v.bottleneck, Component::Database);
+        assert!(
+            v.text.starts_with(
+                "database memory: requests wait on the disk (its CPU at 30%). Memory:"
+            ),
+            "{}",
+            v.text
+        );
+        // The API at its limit names the API, and the memory sentence is added.
+        let cpu = stage(0.3, 0.95, 0.1, 0.1);
+        let judged = verdict(&cpu, &load(0.0), None, 0.4);
+        let v = with_memory(judged, &cpu, Some(&memory(true, 11_800.0)));
+        assert_eq!(v.bottleneck, Component::Api);
+        assert!(v.text.ends_with("memory limits it."), "{}", v.text);
+    }
+
+    #[test]
+    fn data_that_fits_changes_nothing_and_data_larger_than_memory_is_said() {
+        let cpu = stage(0.9, 0.1, 0.1, 0.1);
+        let judged = verdict(&cpu, &load(0.0), None, 0.4);
+        let same = with_memory(judged.clone(), &cpu, Some(&memory(false, 120.0)));
+        assert_eq!(same, judged);
+        assert_eq!(with_memory(judged.clone(), &cpu, None), judged);
+        let v = with_memory(judged.clone(), &cpu, Some(&memory(false, 11_800.0)));
+        assert_eq!(v.bottleneck, Component::Database);
+        assert!(v.text.starts_with(&judged.text), "{}", v.text);
+        assert!(v.text.ends_with("memory does not limit it."), "{}", v.text);
     }
 }
