@@ -16,16 +16,19 @@ pub enum RouteLabel {
     Healthz,
     Readyz,
     Metrics,
+    /// The embedded files: `/openapi.json` and `/widget/...`.
+    Static,
     Other,
 }
 
 /// Every route with its label value, in exposition order.
-pub const ROUTES: [(RouteLabel, &str); 6] = [
+pub const ROUTES: [(RouteLabel, &str); 7] = [
     (RouteLabel::Related, "/products/{id}/related"),
     (RouteLabel::Compat, "/api/data/{id}"),
     (RouteLabel::Healthz, "/healthz"),
     (RouteLabel::Readyz, "/readyz"),
     (RouteLabel::Metrics, "/metrics"),
+    (RouteLabel::Static, "static"),
     (RouteLabel::Other, "other"),
 ];
 

@@ -1,7 +1,8 @@
 //! The HTTP layer: routing, parameter validation, the JSON contract, ETag/304, Cache-Control,
 //! CORS, the concurrency bound, the per-request deadline, request ids and per-request counters.
-//! Each request arrives on one [`Surface`]: the public listener serves the API and the probes,
-//! the operator listener the probes and `/metrics`, which serves what [`crate::metrics`] renders
+//! Each request arrives on one [`Surface`]: the public listener serves the API, the probes and
+//! the embedded files of [`crate::assets`] (`/openapi.json`, `/widget/...`), the operator
+//! listener the probes and `/metrics`, which serves what [`crate::metrics`] renders
 //! from snapshots of the counters, the replicas and the cache.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -14,6 +15,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
+use crate::assets::{self, Asset};
 use crate::cache::{CacheKey, CachedResponse, ResponseCache, Shape};
 use crate::config::Settings;
 use crate::counters::{Counters, RouteLabel};
@@ -35,7 +37,8 @@ const MAX_PATH_BYTES: usize = 2048;
 /// Which listener a request came in on; it decides which routes exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
-    /// `--listen`: the API, `/healthz`, `/readyz`. `/metrics` is an unknown path here (404).
+    /// `--listen`: the API, `/healthz`, `/readyz`, `/openapi.json` and the widget's files.
+    /// `/metrics` is an unknown path here (404).
     Public,
     /// `--admin-listen`: `/metrics`, `/healthz`, `/readyz`; nothing else.
     Operator,
@@ -195,6 +198,8 @@ impl App {
                     }
                 } else if let Some(id) = path.strip_prefix("/api/data/") {
                     (RouteLabel::Compat, Target::Items(Shape::Compat, id))
+                } else if let Some((asset, etag)) = assets::find(path) {
+                    (RouteLabel::Static, Target::Asset(asset, etag))
                 } else {
                     return (RouteLabel::Other, error_response(&HttpError::RouteNotFound));
                 }
@@ -237,6 +242,7 @@ impl App {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             },
+            Target::Asset(asset, etag) => asset_response(req, asset, etag),
         };
         (label, response)
     }
@@ -361,6 +367,45 @@ enum Target<'a> {
     Readyz,
     Metrics,
     Items(Shape, &'a str),
+    Asset(&'static Asset, &'static HeaderValue),
+}
+
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
+/// An embedded file, or a 304 when the caller's `If-None-Match` holds its ETag.
+fn asset_response<B>(req: &Request<B>, asset: &Asset, etag: &HeaderValue) -> Response<Body> {
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|inm| render::if_none_match(inm, etag));
+    let mut r = if not_modified {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from_static(asset.body.as_bytes())));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        );
+        if let Some(csp) = asset.csp {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp),
+            );
+        }
+        r
+    };
+    let h = r.headers_mut();
+    h.insert(header::ETAG, etag.clone());
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(assets::CACHE_CONTROL),
+    );
+    // The script is run by other sites' pages: never let a browser guess another type.
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    r
 }
 
 /// A positive 32-bit integer written as plain decimal digits: no sign, no spaces, no

@@ -8,10 +8,11 @@
 //! Modules: [`config`] (flags, validated once into settings), [`server`] (the public and the
 //! operator listener, accept loop, shutdown, signals), [`http`] (routes and the HTTP contract),
 //! [`replicas`] (pools, routing, bans, health), [`query`] (the SQL), [`render`] (JSON bodies
-//! and ETags), [`cache`],
+//! and ETags), [`assets`] (the embedded OpenAPI document and carousel widget), [`cache`],
 //! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
 //! [`error`].
 
+pub mod assets;
 pub mod cache;
 pub mod config;
 pub mod counters;

@@ -12,4 +12,6 @@ mod contract;
 mod helpers;
 mod lifecycle;
 mod malformed;
+mod openapi;
 mod replicas;
+mod widget;

@@ -3,6 +3,7 @@
 mod access;
 mod budget;
 mod cluster;
+mod deploy;
 mod nginx;
 mod restart;
 
