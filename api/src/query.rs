@@ -207,14 +207,46 @@ pub fn is_replica_failure(e: &tokio_postgres::Error) -> bool {
                 || c.starts_with("53")
                 || c.starts_with("58")
                 || c == "40001"
+                || answers_from_another_state(c)
         }
         // No SQLSTATE: an I/O or protocol error.
         None => true,
     }
 }
 
+/// The API's SQL is fixed and ran on the other replicas: a replica that says its table, column,
+/// database or the role's privilege does not exist answers from another state of the database.
+/// A standby restarted after a crash accepts reads as soon as it is consistent with its own WAL,
+/// then replays the rest for a moment before it streams from the primary again: seen here as
+/// `permission denied for table products` (its state before the GRANT). So: retry elsewhere and
+/// ban it until it is back, rather than answer 500. (42501 insufficient privilege, 42P01
+/// undefined table, 42703 undefined column, 42883 undefined function, 3D000 unknown database.)
+fn answers_from_another_state(sqlstate: &str) -> bool {
+    matches!(sqlstate, "42501" | "42P01" | "42703" | "42883" | "3D000")
+}
+
+/// A database error as the server said it (SQLSTATE and message), or the client's own text:
+/// tokio-postgres shows every server error as just "db error".
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", e, db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replica_answering_from_another_state_is_a_replica_failure() {
+        for code in ["42501", "42P01", "42703", "42883", "3D000"] {
+            assert!(super::answers_from_another_state(code), "{code}");
+        }
+        // A query the server refuses for what it is (a syntax error, a bad value) is not.
+        for code in ["42601", "22P02", "23505"] {
+            assert!(!super::answers_from_another_state(code), "{code}");
+        }
+    }
+
     /// The benchmark's pgbench script must run exactly the API's SQL.
     #[test]
     fn bench_script_runs_the_api_sql() {

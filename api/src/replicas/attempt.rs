@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::query::{is_replica_failure, query_related, Lookup};
+use crate::query::{describe, is_replica_failure, query_related, Lookup};
 
 use super::clock;
 use super::replica::Replica;
@@ -19,10 +19,11 @@ pub enum AttemptError {
     #[error("connection attempt failed")]
     ConnectFailed,
     /// The pool could not connect (connect, authentication, I/O).
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Connect(#[source] tokio_postgres::Error),
-    /// The connection failed during the query (I/O, shutdown, recovery conflict...).
-    #[error("{0}")]
+    /// The connection failed during the query (I/O, shutdown, recovery conflict, a replica
+    /// answering from another state of the database...).
+    #[error("{}", describe(.0))]
     Replica(#[source] tokio_postgres::Error),
     /// The query did not answer within its timeout; the connection is dropped, as the server may
     /// still be running it.
@@ -32,7 +33,7 @@ pub enum AttemptError {
     #[error("no pooled connection within the pool wait")]
     PoolTimeout,
     /// The query itself failed on a healthy replica: a bug or a schema mismatch.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Query(#[source] tokio_postgres::Error),
 }
 

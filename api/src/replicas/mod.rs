@@ -29,7 +29,7 @@ use std::time::Instant;
 use crate::config::Settings;
 use crate::counters::Counters;
 use crate::error::{ApiError, HttpError};
-use crate::query::Lookup;
+use crate::query::{describe, Lookup};
 
 pub use attempt::AttemptError;
 pub use replica::Replica;
@@ -182,8 +182,12 @@ impl ReplicaSet {
         let mut failed: Option<Arc<Replica>> = None;
         // A retry with nowhere to go reports what the first attempt ran into.
         let mut timed_out = false;
+        let mut pool_full = false;
         for attempt in 0..2 {
             let Some(replica) = self.pick(failed.as_ref()) else {
+                if pool_full {
+                    return Err(HttpError::PoolTimeout);
+                }
                 return Err(self.nowhere_left(timed_out));
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -209,10 +213,22 @@ impl ReplicaSet {
             match error {
                 AttemptError::PoolTimeout => {
                     self.counters.pool_wait_timeouts.fetch_add(1, Relaxed);
-                    return Err(HttpError::PoolTimeout);
+                    // No connection of this replica came free within the pool wait: it is busy,
+                    // or frozen with every connection stuck in it. Another usable replica may
+                    // have one free, so the request tries it before giving up (no ban: a full
+                    // pool is load).
+                    if attempt > 0 || !self.others_usable(&replica) {
+                        return Err(HttpError::PoolTimeout);
+                    }
+                    tracing::warn!(
+                        replica = %replica.label,
+                        "no pooled connection within the pool wait; trying another replica"
+                    );
+                    pool_full = true;
+                    failed = Some(replica);
                 }
-                AttemptError::Query(e) => {
-                    tracing::error!(replica = %replica.label, error = %e, "query failed");
+                AttemptError::Query(ref e) => {
+                    tracing::error!(replica = %replica.label, error = %describe(e), "query failed");
                     return Err(HttpError::Internal);
                 }
                 AttemptError::Timeout(_)

@@ -417,3 +417,51 @@ async fn the_last_replica_is_not_banned_for_slow_queries() {
     );
     app.stop().await;
 }
+
+/// A replica that answers the API's query with "permission denied" is answering from another
+/// state of the database, as a standby restarted after a crash does for a moment (its state
+/// before the seeder's GRANT): the request is retried on another replica and gets its 200, and
+/// that replica is banned, never a 500. Here the second "replica" is the same server reached as
+/// `localhost` with a search path that finds copies of the API's tables without the GRANT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_from_another_state_is_banned_and_its_requests_retried() {
+    let cluster = shared_cluster().await;
+    let primary = cluster.connect(0).await.unwrap();
+    primary
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS before_grants;
+             GRANT USAGE ON SCHEMA before_grants TO related_api;
+             CREATE TABLE IF NOT EXISTS before_grants.products (LIKE public.products);
+             CREATE TABLE IF NOT EXISTS before_grants.related_items (LIKE public.related_items);",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_for_replicas(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let node = cluster.replica_indexes()[0];
+    let good = cluster.api_url(node);
+    let elsewhere = format!(
+        "{}?options=-c%20search_path%3Dbefore_grants",
+        good.replace("@127.0.0.1:", "@localhost:")
+    );
+    let other_label = format!("localhost:{}/related", cluster.nodes()[node].port);
+    let mut config = api::Config::with_replicas(vec![good, elsewhere]);
+    config.listen = "127.0.0.1:0".into();
+    let app = spawn_app(config).await;
+    let mut statuses = Vec::new();
+    for id in 1..=40 {
+        statuses.push(app.get(&format!("/products/{id}/related")).await.status());
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{metrics}"
+    );
+    assert!(
+        replica_gauge(&metrics, "api_replica_bans_total", &other_label) >= Some(1),
+        "{metrics}"
+    );
+    app.stop().await;
+}
