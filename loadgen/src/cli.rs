@@ -6,13 +6,16 @@
 //! Ctrl-C becomes a [`Cancel`] value here, handed to the journey and the baseline.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::baseline::{self, BaselineOptions};
 use crate::cancel::Cancel;
+use crate::drill::faults::{Fault, Holds};
+use crate::drill::soak::{self, SoakOptions};
+use crate::drill::{self, DrillOptions, RigOptions};
 use crate::ids::IdDistribution;
 use crate::journey::{self, JourneyFile, JourneyOptions, JourneyPlan, Overrides};
 use crate::scenario::{run_load, LoadSpec};
@@ -55,6 +58,13 @@ pub enum Command {
     Pause(NodeArgs),
     /// Let a paused server run again (SIGCONT).
     Resume(NodeArgs),
+    /// Fault drill: steady traffic through nginx while replicas, an API instance and the
+    /// primary are crashed, frozen, restarted, filled and saturated in turn; a table of
+    /// requests, failures, gaps and recovery per fault (JSON and Markdown in `--out`).
+    Drill(DrillArgs),
+    /// Soak: measure the maximum, then run at a share of it (cache on) for minutes while
+    /// sampling the API processes' resident memory and open file descriptors.
+    Soak(SoakArgs),
     /// Serve the API in this process: the same flags and environment variables as the `api`
     /// binary; the journey and baseline start their API instances this way so one binary holds
     /// everything.
@@ -196,6 +206,133 @@ pub struct NodeArgs {
     pub dir: PathBuf,
 }
 
+/// The topology a drill or a soak builds (removed at the end).
+#[derive(Debug, Args)]
+pub struct RigArgs {
+    /// Replicas (2 or more).
+    #[arg(long, env = "LOADGEN_DRILL_REPLICAS", default_value_t = 2)]
+    pub replicas: usize,
+    /// API instances behind nginx.
+    #[arg(long, env = "LOADGEN_DRILL_API_INSTANCES", default_value_t = 2)]
+    pub api_instances: usize,
+    /// Products to seed (x 16 related items).
+    #[arg(long, env = "LOADGEN_PRODUCTS", default_value_t = 100_000)]
+    pub products: u64,
+    /// Connections per replica in each API instance's pool.
+    #[arg(long, env = "LOADGEN_DRILL_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// `max_connections` of every PostgreSQL server.
+    #[arg(long, env = "LOADGEN_DRILL_MAX_CONNECTIONS", default_value_t = 100)]
+    pub max_connections: u32,
+}
+
+impl RigArgs {
+    fn options(&self, stack_dir: PathBuf, cache_capacity: u64) -> anyhow::Result<RigOptions> {
+        Ok(RigOptions {
+            stack_dir,
+            api_program: own_program()?,
+            replicas: self.replicas,
+            api_instances: self.api_instances,
+            products: self.products,
+            cache_capacity,
+            pool_size: self.pool_size,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub rig: RigArgs,
+    /// Folder for the results; each run gets a timestamped subfolder.
+    #[arg(long, env = "LOADGEN_OUT", default_value = "results/drill")]
+    pub out: PathBuf,
+    /// Folder for the drill's PostgreSQL servers (removed at the end).
+    #[arg(long, env = "LOADGEN_STACK_DIR", default_value = ".stack/drill")]
+    pub stack_dir: PathBuf,
+    /// Faults to run, in this order (comma-separated); all of them when not given.
+    #[arg(long, env = "LOADGEN_DRILL_FAULTS", value_enum, value_delimiter = ',')]
+    pub faults: Vec<Fault>,
+    /// Requests per second of the steady traffic.
+    #[arg(long, env = "LOADGEN_DRILL_RATE", default_value_t = 300.0)]
+    pub rate: f64,
+    /// Paced workers sending it (each waits for its answer).
+    #[arg(long, env = "LOADGEN_DRILL_WORKERS", default_value_t = 32)]
+    pub workers: usize,
+    /// Response cache entries per API instance (0: off, so every request reaches a replica).
+    #[arg(long, env = "LOADGEN_DRILL_CACHE_CAPACITY", default_value_t = 0)]
+    pub cache_capacity: u64,
+    /// Seconds of steady traffic before each fault (its success rate is the baseline).
+    #[arg(long, env = "LOADGEN_DRILL_SETTLE_SECS", default_value_t = 3.0)]
+    pub settle_secs: f64,
+    /// Seconds each fault holds (a killed, frozen or stopped server stays so this long).
+    #[arg(long, env = "LOADGEN_DRILL_HOLD_SECS", default_value_t = 5.0)]
+    pub hold_secs: f64,
+    /// Seconds of the saturation fault.
+    #[arg(long, env = "LOADGEN_DRILL_SATURATION_SECS", default_value_t = 60.0)]
+    pub saturation_secs: f64,
+    /// CPU budget of the saturated replica, in cores (where cgroups allow).
+    #[arg(long, env = "LOADGEN_DRILL_SATURATION_CPUS", default_value_t = 0.05)]
+    pub saturation_cpus: f64,
+    /// Connections running full-table scans on the saturated replica.
+    #[arg(long, env = "LOADGEN_DRILL_SATURATION_SCANS", default_value_t = 2)]
+    pub saturation_scans: usize,
+    /// Seconds of traffic watched after each restore (2 or more).
+    #[arg(long, env = "LOADGEN_DRILL_OBSERVE_SECS", default_value_t = 10.0)]
+    pub observe_secs: f64,
+    /// Exit non-zero when a fault misses the target, after writing every result.
+    #[arg(long, env = "LOADGEN_DRILL_CHECK")]
+    pub check: bool,
+    /// No progress output.
+    #[arg(long, env = "LOADGEN_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub rig: RigArgs,
+    /// Folder for the results; each run gets a timestamped subfolder.
+    #[arg(long, env = "LOADGEN_OUT", default_value = "results/soak")]
+    pub out: PathBuf,
+    /// Folder for the soak's PostgreSQL servers (removed at the end).
+    #[arg(long, env = "LOADGEN_STACK_DIR", default_value = ".stack/soak")]
+    pub stack_dir: PathBuf,
+    /// Seconds of the soak.
+    #[arg(long, env = "LOADGEN_DURATION_SECS", default_value_t = 600)]
+    pub duration_secs: u64,
+    /// Seconds of the closed-loop run that measures the maximum.
+    #[arg(long, env = "LOADGEN_SOAK_PROBE_SECS", default_value_t = 15)]
+    pub probe_secs: u64,
+    /// Share of the maximum to soak at.
+    #[arg(long, env = "LOADGEN_SOAK_SHARE", default_value_t = 0.7)]
+    pub share: f64,
+    /// Seconds between samples of memory and descriptors.
+    #[arg(long, env = "LOADGEN_SOAK_SAMPLE_SECS", default_value_t = 10)]
+    pub sample_secs: u64,
+    /// Seconds of warm-up left out of the flatness check (the cache fills, pools open).
+    #[arg(long, env = "LOADGEN_WARMUP_SECS", default_value_t = 60)]
+    pub warmup_secs: u64,
+    /// Users of the closed-loop run that measures the maximum.
+    #[arg(long, env = "LOADGEN_USERS", default_value_t = 64)]
+    pub users: usize,
+    /// Users of the throttled soak (more than the probe's, so the throttle sets the rate).
+    #[arg(long, env = "LOADGEN_SOAK_USERS", default_value_t = 256)]
+    pub soak_users: usize,
+    /// `uniform` or `zipf:S`.
+    #[arg(long, env = "LOADGEN_IDS", default_value = "zipf:1.0")]
+    pub ids: IdDistribution,
+    /// Response cache entries per API instance.
+    #[arg(long, env = "LOADGEN_SOAK_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+    /// Exit non-zero when a request failed or memory or descriptors grew.
+    #[arg(long, env = "LOADGEN_SOAK_CHECK")]
+    pub check: bool,
+    #[arg(long, env = "LOADGEN_QUIET")]
+    pub quiet: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct DirArg {
     /// Folder of the topology `up` started.
@@ -211,6 +348,25 @@ pub struct ApiArgs {
 
 fn own_program() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
+}
+
+/// This process's command line as typed (arguments hold no secrets: those go in files and the
+/// environment), recorded in the drill's and the soak's reports.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(p)
+        })
+        .unwrap_or_default();
+    std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn open_node(args: &NodeArgs) -> anyhow::Result<(stack::Cluster, usize)> {
@@ -384,6 +540,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let (cluster, node) = open_node(&n)?;
             let count = cluster.resume_node(node)?;
             println!("{}: resumed ({count} processes)", n.node);
+        }
+        Command::Drill(args) => {
+            let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+            let opts = DrillOptions {
+                rig: args
+                    .rig
+                    .options(args.stack_dir.clone(), args.cache_capacity)?,
+                out_dir: args.out.clone(),
+                faults: if args.faults.is_empty() {
+                    Fault::ALL.to_vec()
+                } else {
+                    args.faults.clone()
+                },
+                rate_per_sec: args.rate,
+                workers: args.workers,
+                settle: secs(args.settle_secs),
+                holds: Holds {
+                    hold: secs(args.hold_secs),
+                    saturation: secs(args.saturation_secs),
+                    saturation_cpus: args.saturation_cpus,
+                    saturation_scans: args.saturation_scans,
+                },
+                observe: secs(args.observe_secs),
+                command: command_line(),
+                quiet: args.quiet,
+            };
+            let (report, dir) = drill::run_drill(&opts, &Cancel::on_ctrl_c()).await?;
+            let mut out = std::io::stdout().lock();
+            drill::report::write_markdown(&report, &mut out)?;
+            writeln!(out, "\nresults: {}", dir.display())?;
+            if args.check && !report.target_met {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Soak(args) => {
+            let opts = SoakOptions {
+                rig: args
+                    .rig
+                    .options(args.stack_dir.clone(), args.cache_capacity)?,
+                out_dir: args.out.clone(),
+                probe: Duration::from_secs(args.probe_secs),
+                duration: Duration::from_secs(args.duration_secs),
+                share: args.share,
+                sample_every: Duration::from_secs(args.sample_secs.max(1)),
+                warmup: Duration::from_secs(args.warmup_secs),
+                users: args.users,
+                soak_users: args.soak_users,
+                ids: args.ids,
+                command: command_line(),
+                quiet: args.quiet,
+            };
+            let (report, dir) = soak::run_soak(&opts, &Cancel::on_ctrl_c()).await?;
+            let mut out = std::io::stdout().lock();
+            soak::write_markdown(&report, &mut out)?;
+            writeln!(out, "\nresults: {}", dir.display())?;
+            if args.check && !report.passed {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

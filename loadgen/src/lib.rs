@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod cancel;
 pub mod cli;
+pub mod drill;
 pub mod ids;
 pub mod index_probe;
 pub mod journey;

@@ -50,6 +50,17 @@ impl ApiInstance {
             }
         };
         let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        ApiInstance::start_at(launch, log, addr, admin_addr).await
+    }
+
+    /// [`ApiInstance::start`] on given addresses: the fault drill restarts a killed instance
+    /// where nginx expects it.
+    pub async fn start_at(
+        launch: &ApiLaunch,
+        log: &Path,
+        addr: SocketAddr,
+        admin_addr: SocketAddr,
+    ) -> anyhow::Result<ApiInstance> {
         let log_file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&launch.program);
         cmd.arg("api")

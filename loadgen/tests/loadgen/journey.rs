@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::test_dir;
+use crate::{run_loadgen, test_dir};
 
 const TINY_JOURNEY: &str = r#"
 name = "tiny"
@@ -35,29 +35,17 @@ fn a_tiny_journey_writes_every_result_file() {
     let file = dir.path().join("tiny.toml");
     std::fs::write(&file, TINY_JOURNEY).unwrap();
     let out = dir.path().join("results");
-    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .arg("journey")
-        .arg("--file")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .arg("--stack-dir")
-        .arg(dir.path().join("stack"))
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stack = dir.path().join("stack");
+    let (run, stdout) = run_loadgen(
+        &[
+            "journey".as_ref(),
+            "--file".as_ref(),
+            file.as_os_str(),
+            "--stack-dir".as_ref(),
+            stack.as_os_str(),
+        ],
+        &out,
     );
-    let run = std::fs::read_dir(&out)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     for name in [
         "journey.json",
         "stages.csv",

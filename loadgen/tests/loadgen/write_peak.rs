@@ -3,9 +3,7 @@
 //! the rows), every read succeeds although lists change under it, and both stages record the
 //! replica's replay lag.
 
-use std::process::Command;
-
-use crate::test_dir;
+use crate::{run_loadgen, test_dir};
 
 const TINY_WRITE_PEAK: &str = r#"
 name = "tiny write peak"
@@ -41,29 +39,17 @@ fn a_tiny_write_peak_journey_writes_reads_and_measures_the_lag() {
     let file = dir.path().join("write-peak.toml");
     std::fs::write(&file, TINY_WRITE_PEAK).unwrap();
     let out = dir.path().join("results");
-    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .arg("journey")
-        .arg("--file")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .arg("--stack-dir")
-        .arg(dir.path().join("stack"))
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stack = dir.path().join("stack");
+    let (run, _) = run_loadgen(
+        &[
+            "journey".as_ref(),
+            "--file".as_ref(),
+            file.as_os_str(),
+            "--stack-dir".as_ref(),
+            stack.as_os_str(),
+        ],
+        &out,
     );
-    let run = std::fs::read_dir(&out)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("journey.json")).unwrap()).unwrap();
     let stages = json["stages"].as_array().unwrap();
