@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use stack::{Cluster, ClusterSpec};
 
 use crate::cancel::Cancel;
+use crate::figures::median;
 use crate::ids::IdDistribution;
 use crate::journey::Machine;
 use crate::scenario::{run_load, LoadSpec};
@@ -186,8 +187,8 @@ pub async fn run_baseline(opts: &BaselineOptions, cancel: &Cancel) -> anyhow::Re
         errors += load.total_errors();
     }
     drop(tier);
-    let api_median = median_f(&api_rps);
-    let pg_median = median_f(&pgbench_tps);
+    let api_median = median(&api_rps).unwrap_or(0.0);
+    let pg_median = median(&pgbench_tps).unwrap_or(0.0);
     p99s.sort_unstable();
     Ok(BaselineRun {
         recorded_at: chrono::Utc::now().to_rfc3339(),
@@ -262,20 +263,6 @@ pub fn parse_tps(output: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-}
-
-fn median_f(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mid = v.len() / 2;
-    if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    }
 }
 
 /// Read a recorded baseline.

@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod cancel;
 pub mod cli;
 pub mod drill;
+pub mod figures;
 pub mod ids;
 pub mod index_probe;
 pub mod journey;

@@ -28,6 +28,7 @@ use stack::nginx::NginxSettings;
 use stack::{Cluster, ClusterSpec, PgSettings};
 
 use crate::cancel::{Cancel, INTERRUPTED};
+use crate::figures::round_to;
 use crate::journey::Machine;
 use crate::topology::{ApiLaunch, ApiTier};
 use faults::{Fault, Holds, Inflicted, Watch};
@@ -345,7 +346,7 @@ fn judge(
 ) -> FaultResult {
     let counts = measure::count(events, done.start_us, end_us);
     let rate_back = measure::rate_back_after(events, done.restore_us, end_us, baseline);
-    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let round = |v: f64| round_to(v, 1);
     let mut result = FaultResult {
         name: fault.name().into(),
         action: done.action.clone(),

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{scrape_sum, write_file, Rig, RigOptions};
 use crate::cancel::{Cancel, INTERRUPTED};
+use crate::figures::round_to;
 use crate::ids::IdDistribution;
 use crate::journey::Machine;
 use crate::scenario::{run_load, LoadError, LoadResult, LoadSpec};
@@ -100,20 +101,16 @@ impl Trend {
             last,
             min: points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
             max: points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-            mean: round2(mean),
-            slope_per_min: round2(slope * 60.0),
-            fitted_growth: round2(slope * span),
+            mean: round_to(mean, 2),
+            slope_per_min: round_to(slope * 60.0, 2),
+            fitted_growth: round_to(slope * span, 2),
             ratio: if first > 0.0 {
-                round2(last / first * 100.0) / 100.0
+                round_to(last / first * 100.0, 2) / 100.0
             } else {
                 0.0
             },
         })
     }
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }
 
 /// One soak run.
@@ -282,7 +279,7 @@ pub async fn run_soak(
         target_per_sec: target,
         throttle_per_sec: throttle,
         share: opts.share,
-        achieved_share: round2(soak.successful_per_sec / max.max(1.0)),
+        achieved_share: round_to(soak.successful_per_sec / max.max(1.0), 2),
         probe,
         load: soak,
         samples,
@@ -327,7 +324,7 @@ async fn sample_every(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let t_secs = round2(started.elapsed().as_secs_f64());
+        let t_secs = round_to(started.elapsed().as_secs_f64(), 2);
         let (rss_kib, fds) = pids.iter().map(|&p| read_process(p)).unzip();
         let mut answered = 0.0;
         for &addr in &admins {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::StageKind;
 use super::spec::JourneyPlan;
+use crate::figures::round_to;
 
 /// Bytes one product takes in one copy: its row in `products` and its primary key entry.
 const BYTES_PER_PRODUCT: f64 = 136.0;
@@ -102,10 +103,10 @@ pub fn estimate(plan: &JourneyPlan, dir: &Path, free_mb: f64) -> DiskUse {
     DiskUse {
         dir: dir.to_path_buf(),
         copies,
-        copy_mb: round1(copy_mb),
-        wal_mb_per_server: round1(wal_mb_per_server),
-        need_mb: round1(need_mb),
-        free_mb: round1(free_mb),
+        copy_mb: round_to(copy_mb, 1),
+        wal_mb_per_server: round_to(wal_mb_per_server, 1),
+        need_mb: round_to(need_mb, 1),
+        free_mb: round_to(free_mb, 1),
         peak_mb: None,
     }
 }
@@ -153,7 +154,7 @@ pub fn folder_mb(dir: &Path) -> f64 {
             })
             .sum()
     }
-    round1(walk(dir) as f64 / (1024.0 * 1024.0))
+    round_to(walk(dir) as f64 / (1024.0 * 1024.0), 1)
 }
 
 /// Samples a folder's size every few seconds on its own thread and keeps the largest; stops
@@ -186,7 +187,7 @@ impl DiskWatch {
 
     /// The largest size seen so far, MB.
     pub fn peak_mb(&self) -> f64 {
-        round1(self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0)
+        round_to(self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0, 1)
     }
 }
 
@@ -194,10 +195,6 @@ impl Drop for DiskWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

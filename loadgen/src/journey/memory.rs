@@ -9,6 +9,7 @@ use stack::cgroup::MemoryUse;
 use stack::Cluster;
 
 use super::model::DatabaseMemory;
+use crate::figures::round_to;
 
 /// `pg_stat_database` counters of the serving servers, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -85,25 +86,21 @@ pub(crate) fn judge(m: &Measured) -> DatabaseMemory {
     } else {
         0.0
     };
-    let mb = |b: u64| round1(b as f64 / (1024.0 * 1024.0));
+    let mb = |b: u64| round_to(b as f64 / (1024.0 * 1024.0), 1);
     DatabaseMemory {
-        data_mb: round1(m.data_mb),
+        data_mb: round_to(m.data_mb, 1),
         blocks_hit: blocks.hit,
         blocks_read: blocks.read,
         buffer_hit_share: (accesses > 0)
             .then(|| (blocks.hit as f64 / accesses as f64 * 10_000.0).round() / 10_000.0),
         disk_read_mb: mb(m.disk_read_bytes),
-        disk_reads_per_request: (disk_reads_per_request * 1000.0).round() / 1000.0,
+        disk_reads_per_request: round_to(disk_reads_per_request, 3),
         memory_used_mb: (!m.groups.is_empty()).then(|| mb(m.groups.iter().map(|g| g.bytes).sum())),
         page_cache_mb: (!m.groups.is_empty())
             .then(|| mb(m.groups.iter().map(|g| g.page_cache_bytes).sum())),
         memory_limit_mb: m.memory_limit_mb,
         memory_bound: disk_reads_per_request >= DatabaseMemory::MEMORY_BOUND_READS,
     }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::model::WritePeakResult;
 use super::spec::WritePeak;
+use crate::figures::{median, round_to};
 
 /// The primary's index in the cluster.
 const PRIMARY: usize = 0;
@@ -198,16 +199,16 @@ impl WritePeakRun {
             tx_per_sec_asked: self.peak.tx_per_sec,
             connections: summary.connections,
             transactions: done.transactions,
-            tx_per_sec: round1(done.transactions as f64 / secs),
+            tx_per_sec: round_to(done.transactions as f64 / secs, 1),
             rows_written: done.rows(),
-            rows_per_sec: round1(done.rows() as f64 / secs),
+            rows_per_sec: round_to(done.rows() as f64 / secs, 1),
             total_rows_written: total_rows,
             primary_rows_changed,
             primary_cpu_utilization: window.primary_cpu_utilization,
             replicas_sampled: self.replicas_sampled,
             lag_samples: lag.samples,
-            replay_lag_ms_median: lag.secs_median.map(|s| round1(s * 1000.0)),
-            replay_lag_ms_max: lag.secs_max.map(|s| round1(s * 1000.0)),
+            replay_lag_ms_median: lag.secs_median.map(|s| round_to(s * 1000.0, 1)),
+            replay_lag_ms_max: lag.secs_max.map(|s| round_to(s * 1000.0, 1)),
             replay_lag_bytes_median: lag.bytes_median,
             replay_lag_bytes_max: lag.bytes_max,
         })
@@ -367,24 +368,6 @@ impl LagFigures {
     }
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    })
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,12 +445,5 @@ mod tests {
     fn no_replica_no_figures() {
         let ticks = vec![tick(0.0, 10, &[]), tick(0.25, 20, &[])];
         assert_eq!(LagFigures::of(&ticks, 0.0, 1.0), LagFigures::default());
-    }
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 }
