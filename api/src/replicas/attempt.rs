@@ -32,7 +32,9 @@ pub enum AttemptError {
     /// The pool had no free connection within its bound: the replica is alive but saturated.
     #[error("no pooled connection within the pool wait")]
     PoolTimeout,
-    /// The query itself failed on a healthy replica: a bug or a schema mismatch.
+    /// The query itself failed on a replica that answers from the right state of the database:
+    /// a bug in the query or a value the server refuses. (A missing table, column or privilege
+    /// is a [`AttemptError::Replica`] failure: see `query::is_replica_failure`.)
     #[error("{}", describe(.0))]
     Query(#[source] tokio_postgres::Error),
 }

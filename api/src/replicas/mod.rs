@@ -180,15 +180,11 @@ impl ReplicaSet {
         deadline: Instant,
     ) -> Result<Lookup, HttpError> {
         let mut failed: Option<Arc<Replica>> = None;
-        // A retry with nowhere to go reports what the first attempt ran into.
-        let mut timed_out = false;
-        let mut pool_full = false;
+        // A retry with nowhere to go reports what the last attempt ran into.
+        let mut last = Failure::NoReplica;
         for attempt in 0..2 {
             let Some(replica) = self.pick(failed.as_ref()) else {
-                if pool_full {
-                    return Err(HttpError::PoolTimeout);
-                }
-                return Err(self.nowhere_left(timed_out));
+                return Err(self.nowhere_left(last));
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -224,7 +220,7 @@ impl ReplicaSet {
                         replica = %replica.label,
                         "no pooled connection within the pool wait; trying another replica"
                     );
-                    pool_full = true;
+                    last = Failure::PoolFull;
                     failed = Some(replica);
                 }
                 AttemptError::Query(ref e) => {
@@ -234,7 +230,7 @@ impl ReplicaSet {
                 AttemptError::Timeout(_)
                     if self.timeout_is(&replica, started) != TimedOut::Failure =>
                 {
-                    timed_out = true;
+                    last = Failure::TimedOut;
                     // An attempt that waited past its timeout on the last usable replica has
                     // counted that already.
                     if patience.is_zero() || self.others_usable(&replica) {
@@ -252,7 +248,11 @@ impl ReplicaSet {
                 | AttemptError::Connect(_)
                 | AttemptError::Replica(_)
                 | AttemptError::Timeout(_) => {
-                    timed_out = error.is_timeout();
+                    last = if error.is_timeout() {
+                        Failure::TimedOut
+                    } else {
+                        Failure::NoReplica
+                    };
                     replica.counters.failures.fetch_add(1, Relaxed);
                     replica.ban(clock::now_ms(), &self.backoff);
                     tracing::warn!(
@@ -265,7 +265,7 @@ impl ReplicaSet {
                 }
             }
         }
-        Err(self.nowhere_left(timed_out))
+        Err(self.nowhere_left(last))
     }
 
     /// What a query that timed out on `replica` after starting at `started_ms` says about it
@@ -291,15 +291,21 @@ impl ReplicaSet {
         select::others_usable(&candidates, index, fallback.as_ref(), &self.rules)
     }
 
-    /// The answer when no attempt is left: a 504 if the last failure was a timeout (the
-    /// request ran out of time), else a 503 (no replica).
-    fn nowhere_left(&self, timed_out: bool) -> HttpError {
-        if timed_out {
-            self.counters.deadline_exceeded.fetch_add(1, Relaxed);
-            HttpError::DeadlineExceeded
-        } else {
-            self.counters.no_replica.fetch_add(1, Relaxed);
-            HttpError::NoReplica
+    /// The answer when no attempt is left, by what the last one ran into: a 504 after a
+    /// timeout (the request ran out of time), the pool's 503 after a full pool (the replicas
+    /// are saturated, and retrying shortly helps), else a 503 for no replica. The pool's count
+    /// was taken when it timed out.
+    fn nowhere_left(&self, last: Failure) -> HttpError {
+        match last {
+            Failure::TimedOut => {
+                self.counters.deadline_exceeded.fetch_add(1, Relaxed);
+                HttpError::DeadlineExceeded
+            }
+            Failure::PoolFull => HttpError::PoolTimeout,
+            Failure::NoReplica => {
+                self.counters.no_replica.fetch_add(1, Relaxed);
+                HttpError::NoReplica
+            }
         }
     }
 
@@ -338,6 +344,17 @@ fn replica_urls(settings: &Settings) -> Result<Vec<String>, ApiError> {
     let mut seen = std::collections::HashSet::new();
     urls.retain(|u| seen.insert(u.clone()));
     Ok(urls)
+}
+
+/// What an attempt of [`ReplicaSet::fetch`] ran into, for the answer when none is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// A replica failed, or none was there to try.
+    NoReplica,
+    /// A query ran out of time.
+    TimedOut,
+    /// No pooled connection came free within the pool wait.
+    PoolFull,
 }
 
 #[cfg(test)]

@@ -425,7 +425,8 @@ async fn the_last_replica_is_not_banned_for_slow_queries() {
 /// `localhost` with a search path that finds copies of the API's tables without the GRANT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_answering_from_another_state_is_banned_and_its_requests_retried() {
-    let cluster = shared_cluster().await;
+    // It adds a schema to the shared cluster: alone, as the helpers ask of tests that change it.
+    let cluster = shared_cluster_alone().await;
     let primary = cluster.connect(0).await.unwrap();
     primary
         .batch_execute(

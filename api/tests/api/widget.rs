@@ -50,8 +50,7 @@ fn chromium() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
+    stack::process::free_port().expect("a free port")
 }
 
 /// A chromedriver process and one headless chromium session on a fresh profile.
