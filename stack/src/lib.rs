@@ -17,7 +17,9 @@ pub mod postgres;
 pub mod process;
 pub mod secret;
 
-pub use cluster::{Cluster, ClusterSpec, ConnectionFiles, NodeRole, NodeState, PgSettings};
+pub use cluster::{
+    Cluster, ClusterSpec, ConnectionFiles, NodeRole, NodeState, PgSettings, PRIMARY,
+};
 pub use secret::redact_url;
 
 /// Everything that can go wrong while building, querying or tearing down a topology.

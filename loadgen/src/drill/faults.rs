@@ -19,9 +19,7 @@ use super::traffic::Traffic;
 use super::{pause, Rig};
 use crate::cancel::Cancel;
 use crate::topology::{ApiInstance, Budgeted};
-
-/// The primary's index in the cluster.
-const PRIMARY: usize = 0;
+use stack::PRIMARY;
 
 /// One fault of the drill, in the order [`Fault::ALL`] runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

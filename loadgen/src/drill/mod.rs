@@ -19,7 +19,6 @@ pub mod report;
 pub mod soak;
 pub mod traffic;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +28,7 @@ use stack::{Cluster, ClusterSpec, PgSettings};
 
 use crate::cancel::{Cancel, INTERRUPTED};
 use crate::figures::round_to;
+use crate::journey::report::write_file;
 use crate::journey::Machine;
 use crate::topology::{ApiLaunch, ApiTier};
 use faults::{Fault, Holds, Inflicted, Watch};
@@ -369,15 +369,6 @@ fn judge(
     };
     result.judge();
     result
-}
-
-pub(crate) fn write_file(
-    path: &Path,
-    render: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-    render(&mut w)?;
-    w.flush()
 }
 
 #[cfg(test)]

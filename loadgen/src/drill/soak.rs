@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{scrape_sum, write_file, Rig, RigOptions};
+use super::{scrape_sum, Rig, RigOptions};
 use crate::cancel::{Cancel, INTERRUPTED};
 use crate::figures::round_to;
 use crate::ids::IdDistribution;
+use crate::journey::report::write_file;
 use crate::journey::Machine;
 use crate::scenario::{run_load, LoadError, LoadResult, LoadSpec};
 

@@ -23,9 +23,7 @@ use crate::scenario::{run_load, LoadError, LoadSpec};
 use crate::topology::{
     machine_busy_cpu, own_cpu, ApiInstance, ApiLaunch, ApiTier, BudgetState, Budgeted,
 };
-
-/// The primary's index in the cluster.
-const PRIMARY: usize = 0;
+use stack::PRIMARY;
 
 /// How long the writer may run past the stage's warm-up and measured window before it stops by
 /// itself; the stage stops it when the load is over.
@@ -257,7 +255,8 @@ pub(crate) async fn run(
         api_counters,
         write_peak,
         database_memory: Some(database_memory),
-        disk_used_mb: Some(super::disk::folder_mb(ctx.cluster.data_root())),
+        // Filled in by the runner from its disk watch.
+        disk_used_mb: None,
     })
 }
 

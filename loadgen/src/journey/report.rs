@@ -22,7 +22,9 @@ pub fn write_all(dir: &Path, report: &JourneyReport) -> io::Result<()> {
     write_file(&dir.join(svg), |w| write_svg(report, w))
 }
 
-fn write_file(
+/// Create `path` and let `render` write it through a buffer (the drill and the soak write
+/// their files this way too).
+pub(crate) fn write_file(
     path: &Path,
     render: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {

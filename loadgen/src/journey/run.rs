@@ -134,6 +134,9 @@ pub async fn run_journey(
         cancel.check()?;
         bar.set_message(format!("stage {}: {}", stage.number, stage.name));
         let mut result = run_stage(&mut ctx, stage).await?;
+        if stage.kind == StageKind::Load {
+            result.disk_used_mb = Some(disk_watch.latest_mb());
+        }
         if let Some(expect) = &stage.expect {
             let check = shape::check(&result, &report.stages, expect);
             report.shape_holds = Some(report.shape_holds.unwrap_or(true) && check.holds);

@@ -25,9 +25,8 @@ use tokio_postgres::{Client, Statement};
 use super::model::WritePeakResult;
 use super::spec::WritePeak;
 use crate::figures::{median, round_to};
+use stack::PRIMARY;
 
-/// The primary's index in the cluster.
-const PRIMARY: usize = 0;
 /// How often the replicas' replay positions are read.
 const LAG_INTERVAL: Duration = Duration::from_millis(250);
 /// How long the sampler may take to notice it was stopped (a throttled replica answers slowly)

@@ -78,9 +78,10 @@ fn a_tiny_write_peak_journey_writes_reads_and_measures_the_lag() {
         };
         assert!(count("transactions") > 0, "{name}: {peak}");
         assert!(count("rows_written") > 0, "{name}: {peak}");
+        // Each transaction rewrites a whole list (16 rows out, 16 in) and one price.
         assert!(
-            count("total_rows_written") >= count("rows_written"),
-            "{peak}"
+            count("rows_written") >= 33 * count("transactions"),
+            "{name}: whole lists: {peak}"
         );
         // The primary's own statistics saw the rows change.
         assert!(
@@ -97,8 +98,9 @@ fn a_tiny_write_peak_journey_writes_reads_and_measures_the_lag() {
         assert!(count("lag_samples") > 0, "{name}: {peak}");
         let median = peak["replay_lag_ms_median"].as_f64().unwrap();
         let max = peak["replay_lag_ms_max"].as_f64().unwrap();
-        assert!(0.0 <= median && median <= max, "{name}: {peak}");
-        assert!(count("replay_lag_bytes_max") >= count("replay_lag_bytes_median"));
+        // A replica of the same size keeps up with 100 transactions/s: well under 10 s behind.
+        assert!(0.0 <= median && max < 10_000.0, "{name}: {peak}");
+        assert!(count("replay_lag_bytes_max") < 1 << 30, "{name}: {peak}");
         assert!(
             stage["verdict"].as_str().unwrap().contains("Write peak: "),
             "{}",

@@ -100,6 +100,9 @@ impl PgSettings {
     }
 }
 
+/// The primary's node index: the first server a cluster creates, the replicas after it.
+pub const PRIMARY: usize = 0;
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -240,7 +243,7 @@ impl Cluster {
 
     /// Superuser URL of the primary (for the seeder and for tests).
     pub fn primary_url(&self) -> String {
-        self.superuser_url(0)
+        self.superuser_url(PRIMARY)
     }
 
     /// Superuser URL of any node.
