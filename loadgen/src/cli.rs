@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::baseline::{self, BaselineOptions};
+use crate::baseline::{self, GateOptions, ReferenceSource};
 use crate::cancel::Cancel;
 use crate::drill::faults::{Fault, Holds};
 use crate::drill::soak::{self, SoakOptions};
@@ -143,36 +143,72 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
-    /// The committed baseline to compare with.
+    /// The committed baseline: its commit is built and run as the reference; its figure is the
+    /// trend, and the verdict only when no reference can run.
     #[arg(
         long,
         env = "LOADGEN_BASELINE",
         default_value = "results/baseline.json"
     )]
     pub baseline: PathBuf,
-    /// Where to write this run's JSON.
+    /// Where to write this run's JSON (the gate's report; goose's reports go under --work-dir).
     #[arg(
         long,
         env = "LOADGEN_BASELINE_OUT",
         default_value = "target/loadgen/baseline-run.json"
     )]
     pub out: PathBuf,
-    /// Allowed drop of normalised throughput (0.30 = fail below 70% of the baseline; see results/baseline.md for the measured spread behind the default).
-    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.30)]
+    /// Allowed throughput drop: fail when the whole 95% interval of candidate/reference requests/s
+    /// lies below 1 - this (results/baseline.md: the A/A study behind the default).
+    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.05)]
     pub tolerance: f64,
-    /// Rewrite the baseline file with this run.
+    /// Allowed p99 growth at the paced rate: fail when the whole interval of candidate/reference
+    /// p99 lies above 1 + this.
+    #[arg(long, env = "LOADGEN_LATENCY_TOLERANCE", default_value_t = 0.25)]
+    pub latency_tolerance: f64,
+    /// Allowed growth of the API's CPU time per request: fail when the whole interval of
+    /// candidate/reference lies above 1 + this.
+    #[arg(long, env = "LOADGEN_CPU_TOLERANCE", default_value_t = 0.05)]
+    pub cpu_tolerance: f64,
+    /// Allowed drop of the recorded figure (requests/s per pgbench transaction/s) when there is
+    /// no reference to run.
+    #[arg(long, env = "LOADGEN_RECORDED_TOLERANCE", default_value_t = 0.30)]
+    pub recorded_tolerance: f64,
+    /// Run this program (`PROGRAM api ...`) as the reference instead of building the recorded
+    /// commit: an A/A study passes this binary itself.
+    #[arg(
+        long,
+        env = "LOADGEN_REFERENCE_PROGRAM",
+        conflicts_with = "no_reference"
+    )]
+    pub reference_program: Option<PathBuf>,
+    /// Run no reference: the verdict is the recorded figure's.
+    #[arg(long, env = "LOADGEN_NO_REFERENCE")]
+    pub no_reference: bool,
+    /// The candidate API's pool size (the reference always gets 8): a smaller pool is a known
+    /// slower candidate, for showing that the gate fails.
+    #[arg(long, env = "LOADGEN_CANDIDATE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub candidate_pool_size: u32,
+    /// The paced rounds' offered rate as a share of the reference's closed-loop maximum.
+    #[arg(long, env = "LOADGEN_PACED_SHARE", default_value_t = 0.5)]
+    pub paced_share: f64,
+    /// Record this run as the new baseline (the candidate alone, at the current commit).
     #[arg(long)]
     pub update: bool,
     #[arg(long, env = "LOADGEN_BASELINE_PRODUCTS", default_value_t = 20_000)]
     pub products: u64,
     #[arg(long, env = "LOADGEN_BASELINE_USERS", default_value_t = 32)]
     pub users: usize,
-    #[arg(long, env = "LOADGEN_BASELINE_ROUND_SECS", default_value_t = 12)]
+    /// Seconds of each measurement (closed loop and paced, per API per round).
+    #[arg(long, env = "LOADGEN_BASELINE_ROUND_SECS", default_value_t = 6)]
     pub round_secs: u64,
-    #[arg(long, env = "LOADGEN_BASELINE_ROUNDS", default_value_t = 4)]
-    pub rounds: usize,
+    #[arg(long, env = "LOADGEN_BASELINE_ROUNDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
     #[arg(long, env = "LOADGEN_STACK_DIR", default_value = ".stack/baseline")]
     pub stack_dir: PathBuf,
+    /// The reference's worktree and build folder, and goose's reports.
+    #[arg(long, env = "LOADGEN_GATE_DIR", default_value = "target/gate")]
+    pub work_dir: PathBuf,
     #[arg(long, env = "LOADGEN_QUIET")]
     pub quiet: bool,
 }
@@ -346,6 +382,18 @@ pub struct ApiArgs {
     pub config: api::Config,
 }
 
+/// `value` as pretty JSON with a final newline, creating the folder it goes in.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    journey::report::write_file(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        w.write_all(b"\n")
+    })?;
+    Ok(())
+}
+
 fn own_program() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
@@ -465,31 +513,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Baseline(args) => {
             let cancel = Cancel::on_ctrl_c();
-            let opts = BaselineOptions {
+            let recorded = if args.baseline.exists() {
+                Some(baseline::load_baseline(&args.baseline)?)
+            } else if args.update {
+                None
+            } else {
+                // load_baseline's error says how to record one.
+                Some(baseline::load_baseline(&args.baseline)?)
+            };
+            let reference = if args.update {
+                ReferenceSource::Skip("recording a new baseline (--update)")
+            } else if args.no_reference {
+                ReferenceSource::Skip("--no-reference")
+            } else if let Some(program) = args.reference_program {
+                ReferenceSource::Program(program)
+            } else {
+                ReferenceSource::Recorded
+            };
+            let opts = GateOptions {
                 stack_dir: args.stack_dir,
-                api_program: own_program()?,
+                work_dir: args.work_dir,
+                candidate_program: own_program()?,
+                candidate_pool_size: args.candidate_pool_size,
+                reference,
+                recorded,
+                recorded_tolerance: args.recorded_tolerance,
                 products: args.products,
                 users: args.users,
                 round_secs: args.round_secs,
-                rounds: args.rounds,
+                rounds: args.rounds as usize,
+                paced_share: args.paced_share,
+                tolerances: baseline::Tolerances {
+                    throughput: args.tolerance,
+                    latency: args.latency_tolerance,
+                    cpu: args.cpu_tolerance,
+                },
                 quiet: args.quiet,
             };
-            let now = baseline::run_baseline(&opts, &cancel).await?;
-            if let Some(parent) = args.out.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&args.out, serde_json::to_string_pretty(&now)? + "\n")?;
+            let (report, now) = baseline::run_gate(&opts, &cancel).await?;
+            write_json(&args.out, &report)?;
             if args.update {
-                std::fs::write(&args.baseline, serde_json::to_string_pretty(&now)? + "\n")?;
-                println!("baseline written to {}", args.baseline.display());
+                if now.errors > 0 {
+                    anyhow::bail!("{} requests failed: not recorded as a baseline", now.errors);
+                }
+                write_json(&args.baseline, &now)?;
+                println!(
+                    "baseline written to {} (commit {})",
+                    args.baseline.display(),
+                    now.commit.as_deref().unwrap_or("unknown")
+                );
                 println!("this run's JSON: {}", args.out.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            let recorded = baseline::load_baseline(&args.baseline)?;
-            let cmp = baseline::compare(&recorded, &now, args.tolerance);
-            print!("{}", baseline::table(&recorded, &now, &cmp));
+            baseline::write_table(&mut std::io::stdout().lock(), &report)?;
             println!("this run's JSON: {}", args.out.display());
-            if !cmp.passed {
+            for file in &report.goose_reports {
+                println!("goose report: {file}");
+            }
+            if !report.passed {
                 return Ok(ExitCode::FAILURE);
             }
         }

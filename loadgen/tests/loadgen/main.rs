@@ -1,8 +1,10 @@
 //! Integration tests of the load generator: a tiny journey end to end, a tiny write-peak journey,
 //! nginx in front of three API instances while one of them is stopped, `loadgen up --products
-//! 0|status|down`, and no password on any command line while a journey stage runs.
+//! 0|status|down`, no password on any command line while a journey stage runs, and the CI gate
+//! passing an A/A run and failing a slower candidate.
 
 mod drill;
+mod gate;
 mod journey;
 mod nginx_failover;
 mod secrets;

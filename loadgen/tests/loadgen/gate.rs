@@ -1,0 +1,94 @@
+//! The CI gate shown to decide: the reference against itself passes, and a candidate that is
+//! known to be slower without any change to its code (its API given a pool of one connection
+//! against the reference's eight) fails, with the ratio and interval in the JSON report.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::test_dir;
+
+/// Run a small gate with `extra` flags; returns whether it passed, its report and its output.
+fn gate(dir: &Path, name: &str, extra: &[&str]) -> (bool, Value, String) {
+    let out = dir.join(format!("{name}.json"));
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("baseline")
+        // The reference is this very binary: no build, the same code on both sides.
+        .arg("--reference-program")
+        .arg(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--products",
+            "2000",
+            "--rounds",
+            "3",
+            "--round-secs",
+            "3",
+            "--quiet",
+        ])
+        .arg("--stack-dir")
+        .arg(dir.join(format!("{name}-stack")))
+        .arg("--work-dir")
+        .arg(dir.join(format!("{name}-work")))
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
+        panic!(
+            "no report at {} ({e}): {stdout}\n{}",
+            out.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (
+        output.status.success(),
+        serde_json::from_str(&text).unwrap(),
+        stdout,
+    )
+}
+
+fn throughput(report: &Value) -> &Value {
+    report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "throughput")
+        .expect("a throughput verdict")
+}
+
+#[test]
+fn the_gate_passes_the_reference_against_itself_and_fails_a_slower_candidate() {
+    let dir = test_dir();
+
+    let (passed, report, stdout) = gate(dir.path(), "same", &[]);
+    assert!(passed, "A/A must pass:\n{stdout}");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 3);
+    assert_eq!(report["candidate_errors"], 0);
+    let t = throughput(&report);
+    assert!(t["ratio"]["high"].as_f64().unwrap() >= 0.95, "{t}");
+    assert!(
+        stdout.contains("requests/s, closed loop") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+    // goose's own report of the candidate, with deltas against the reference's.
+    let goose = report["goose_reports"].as_array().unwrap();
+    let md = goose
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|f| f.ends_with("candidate-round1.md"))
+        .expect("the candidate's goose report");
+    assert!(std::fs::metadata(md).unwrap().len() > 0);
+
+    let (passed, report, stdout) = gate(dir.path(), "pool1", &["--candidate-pool-size", "1"]);
+    assert!(!passed, "a pool of 1 against 8 must fail:\n{stdout}");
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["candidate_pool_size"], 1);
+    let t = throughput(&report);
+    assert_eq!(t["passed"], false, "{t}");
+    assert!(t["ratio"]["high"].as_f64().unwrap() < 0.95, "{t}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+}
