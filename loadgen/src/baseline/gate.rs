@@ -81,12 +81,23 @@ pub async fn run_gate(
         ReferenceSource::Recorded => {
             let commit = opts.recorded.as_ref().and_then(|r| r.commit.as_deref());
             let built = reference::check(&repo, commit, &candidate).and_then(|full| {
-                let release = opts
-                    .candidate_program
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
-                reference::build(&repo, &full, &opts.work_dir, &release, &say)
+                // The compiled dependencies: beside this binary when it is a cargo build,
+                // else this checkout's target/release.
+                let release = [
+                    opts.candidate_program.parent().map(Path::to_path_buf),
+                    Some(repo.join("target/release")),
+                ]
+                .into_iter()
+                .flatten()
+                .find(|dir| reference::is_cargo_output(dir));
+                let work = std::path::absolute(&opts.work_dir).map_err(|e| {
+                    reference::Unavailable::BuildFailed {
+                        commit: full.clone(),
+                        detail: e.to_string(),
+                        log: String::new(),
+                    }
+                })?;
+                reference::build(&repo, &full, &work, release.as_deref(), &say)
             });
             match built {
                 Ok(r) => (Some(r), None),

@@ -89,13 +89,20 @@ pub fn check(
     Ok(full)
 }
 
-/// Check `commit` out under `work` and build its `loadgen` (which holds the API), seeding the
-/// build folder from `candidate_release` (the candidate's `target/release`).
+/// Whether `dir` is a cargo profile folder (`target/release`) whose compiled dependencies can
+/// seed the reference's build.
+pub fn is_cargo_output(dir: &Path) -> bool {
+    dir.join("deps").is_dir() && dir.join(".fingerprint").is_dir()
+}
+
+/// Check `commit` out under `work` (an absolute path) and build its `loadgen` (which holds the
+/// API), seeding the build folder from `candidate_release` (the candidate's `target/release`)
+/// when there is one; without it everything compiles.
 pub fn build(
     repo: &Path,
     commit: &str,
     work: &Path,
-    candidate_release: &Path,
+    candidate_release: Option<&Path>,
     say: &dyn Fn(&str),
 ) -> Result<Reference, Unavailable> {
     let started = Instant::now();
@@ -140,7 +147,7 @@ pub fn build(
         .map_err(|e| failed(format!("git worktree add: {e}"), &log))?;
     }
     let release = target.join("release");
-    if !release.exists() && candidate_release.is_dir() {
+    if let Some(candidate_release) = candidate_release.filter(|_| !release.exists()) {
         say(&format!(
             "reference: copying the compiled dependencies from {}",
             candidate_release.display()
