@@ -10,8 +10,9 @@
 //! [`replicas`] (pools, routing, bans, health), [`query`] (the SQL), [`render`] (JSON bodies
 //! and ETags), [`assets`] (the embedded OpenAPI document and carousel widget), [`cache`],
 //! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
-//! [`error`].
+//! [`error`], [`alloc`] (the malloc setting the binaries start with).
 
+pub mod alloc;
 pub mod assets;
 pub mod cache;
 pub mod config;

@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.config.validate()?;
     let threads = api::config::worker_threads(cli.worker_threads)?;
+    api::alloc::one_malloc_arena();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = threads {
         runtime.worker_threads(threads.get());

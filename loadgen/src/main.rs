@@ -5,6 +5,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = loadgen::cli::Cli::parse();
+    if matches!(cli.command, loadgen::cli::Command::Api(_)) {
+        // Before the runtime's threads exist; the load generator keeps glibc's default.
+        api::alloc::one_malloc_arena();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

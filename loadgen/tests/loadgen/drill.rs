@@ -144,15 +144,20 @@ fn a_short_soak_fails_no_request_and_samples_every_instance() {
         "{}",
         report["load"]
     );
-    // 70% of the measured maximum, and goose's throttle set over its measured delivery.
+    // 70% of the measured maximum, and goose's throttle set over the delivery its calibration
+    // run measured.
     let target = report["target_per_sec"].as_u64().unwrap();
     let max = report["max_ok_per_sec"].as_f64().unwrap();
     assert_eq!(target, ((max * 0.7).floor() as u64).max(1), "{report}");
+    let delivery = report["calibration"]["delivery"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&delivery), "{report}");
     assert_eq!(
         report["throttle_per_sec"].as_u64().unwrap(),
-        (target as f64 / 0.88).ceil() as u64,
+        (target as f64 / delivery).ceil() as u64,
         "{report}"
     );
+    // The warm-up is at least the one asked for, and the caches were sampled.
+    assert!(report["warmup_secs"].as_f64().unwrap() >= 4.0, "{report}");
     assert!(report["achieved_share"].as_f64().unwrap() > 0.0, "{report}");
     let samples = report["samples"].as_array().unwrap();
     assert!(samples.len() >= 5, "a sample every 2 s: {}", samples.len());
@@ -164,6 +169,7 @@ fn a_short_soak_fails_no_request_and_samples_every_instance() {
             rss.iter().chain(fds).all(|v| v.as_u64().unwrap() > 0),
             "{s}"
         );
+        assert!(s["cache_entries"].as_f64().unwrap() > 0.0, "{s}");
     }
     assert!(report["rss_kib"]["slope_per_min"].is_number(), "{report}");
     let run = std::fs::read_dir(&out)
