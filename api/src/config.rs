@@ -145,6 +145,13 @@ pub struct Config {
     /// Log one line per request (by default only errors are logged).
     #[arg(long, env = "API_LOG_REQUESTS")]
     pub log_requests: bool,
+
+    /// Debug (test) builds only, absent from release builds: spend this many microseconds of
+    /// CPU at the start of every request. The CI gate's own test uses it as a candidate that is
+    /// known to be slower without a change to its code.
+    #[cfg(debug_assertions)]
+    #[arg(long, env = "API_DEBUG_SPIN_US", default_value_t = 0, hide = true)]
+    pub debug_spin_us: u64,
 }
 
 /// A configuration value that makes no sense, named by its flag and its variable.
@@ -223,6 +230,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub log_json: bool,
     pub log_requests: bool,
+    /// `--debug-spin-us` (debug builds only).
+    #[cfg(debug_assertions)]
+    pub debug_spin: Duration,
 }
 
 /// One replica pool's settings.
@@ -426,6 +436,8 @@ impl Config {
             shutdown_grace,
             log_json: self.log_json,
             log_requests: self.log_requests,
+            #[cfg(debug_assertions)]
+            debug_spin: Duration::from_micros(self.debug_spin_us.min(1_000_000)),
         })
     }
 }

@@ -56,6 +56,8 @@ pub struct App {
     log_requests: bool,
     request_id_prefix: u32,
     request_seq: AtomicU64,
+    #[cfg(debug_assertions)]
+    debug_spin: std::time::Duration,
 }
 
 /// Which origins may read responses from a browser.
@@ -110,12 +112,18 @@ impl App {
             log_requests: settings.log_requests,
             request_id_prefix: rand::random(),
             request_seq: AtomicU64::new(0),
+            #[cfg(debug_assertions)]
+            debug_spin: settings.debug_spin,
         }
     }
 
     /// Serves one request that came in on `surface`. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, surface: Surface, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
+        #[cfg(debug_assertions)]
+        while started.elapsed() < self.debug_spin {
+            std::hint::spin_loop();
+        }
         let request_id = self.request_id(req.headers());
         let (route, mut response) = self.route(surface, &req).await;
         let headers = response.headers_mut();

@@ -189,6 +189,15 @@ pub struct BaselineArgs {
     /// slower candidate, for showing that the gate fails.
     #[arg(long, env = "LOADGEN_CANDIDATE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub candidate_pool_size: u32,
+    /// A further `api` flag for the candidate alone (repeat it): e.g. `--debug-spin-us=300`,
+    /// which debug builds of the API have, is a known slower candidate for the gate's own test.
+    #[arg(
+        long = "candidate-api-arg",
+        env = "LOADGEN_CANDIDATE_API_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub candidate_api_args: Vec<String>,
     /// The paced rounds' offered rate as a share of the reference's closed-loop maximum.
     #[arg(long, env = "LOADGEN_PACED_SHARE", default_value_t = 0.5)]
     pub paced_share: f64,
@@ -513,14 +522,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Baseline(args) => {
             let cancel = Cancel::on_ctrl_c();
-            let recorded = if args.baseline.exists() {
-                Some(baseline::load_baseline(&args.baseline)?)
-            } else if args.update {
-                None
-            } else {
-                // load_baseline's error says how to record one.
-                Some(baseline::load_baseline(&args.baseline)?)
-            };
+            // Without the recorded file there is no commit to build and no figure to fall back
+            // on; a given reference program or a new recording does without it.
+            let recorded =
+                if args.baseline.exists() || !(args.update || args.reference_program.is_some()) {
+                    // load_baseline's error says how to record one.
+                    Some(baseline::load_baseline(&args.baseline)?)
+                } else {
+                    None
+                };
             let reference = if args.update {
                 ReferenceSource::Skip("recording a new baseline (--update)")
             } else if args.no_reference {
@@ -535,6 +545,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 work_dir: args.work_dir,
                 candidate_program: own_program()?,
                 candidate_pool_size: args.candidate_pool_size,
+                candidate_api_args: args.candidate_api_args,
                 reference,
                 recorded,
                 recorded_tolerance: args.recorded_tolerance,

@@ -42,6 +42,8 @@ pub struct GateOptions {
     /// This binary: the candidate API runs as `loadgen api`.
     pub candidate_program: PathBuf,
     pub candidate_pool_size: u32,
+    /// Further `api` flags for the candidate alone (no secrets: arguments are public).
+    pub candidate_api_args: Vec<String>,
     pub reference: ReferenceSource,
     /// `results/baseline.json`, when there is one.
     pub recorded: Option<BaselineRun>,
@@ -128,22 +130,27 @@ pub async fn run_gate(
     let script = work.join("related.sql");
     std::fs::write(&script, pgbench_script(opts.products))?;
 
-    let launch = |program: &Path, pool_size: u32| ApiLaunch {
+    let launch = |program: &Path, pool_size: u32, extra_args: &[String]| ApiLaunch {
         program: program.to_path_buf(),
         replica_urls: vec![cluster.api_url(replica)],
         cache_capacity: 0,
         pool_size,
-        extra_args: Vec::new(),
+        extra_args: extra_args.to_vec(),
     };
     let mut candidate_api = ApiInstance::start(
-        &launch(&opts.candidate_program, opts.candidate_pool_size),
+        &launch(
+            &opts.candidate_program,
+            opts.candidate_pool_size,
+            &opts.candidate_api_args,
+        ),
         &work.join("candidate-api.log"),
     )
     .await?;
     let mut reference_api = match &reference {
-        Some(r) => {
-            Some(ApiInstance::start(&launch(&r.program, 8), &work.join("reference-api.log")).await?)
-        }
+        Some(r) => Some(
+            ApiInstance::start(&launch(&r.program, 8, &[]), &work.join("reference-api.log"))
+                .await?,
+        ),
         None => None,
     };
     let reports = opts.work_dir.join("goose");
@@ -298,6 +305,7 @@ pub async fn run_gate(
         machine,
         candidate,
         candidate_pool_size: opts.candidate_pool_size,
+        candidate_api_args: opts.candidate_api_args.clone(),
         reference,
         reference_missing,
         products: opts.products,

@@ -84,6 +84,8 @@ pub struct GateReport {
     pub machine: Machine,
     pub candidate: Candidate,
     pub candidate_pool_size: u32,
+    /// Further flags the candidate API ran with.
+    pub candidate_api_args: Vec<String>,
     /// The reference run side by side; `None` when there was none (see `reference_missing`).
     pub reference: Option<Reference>,
     pub reference_missing: Option<String>,
@@ -177,7 +179,7 @@ pub fn write_table(out: &mut impl Write, r: &GateReport) -> io::Result<()> {
     match (&r.reference, &r.reference_missing) {
         (Some(reference), _) => writeln!(
             out,
-            "reference: {} ({}); candidate: {}{} with pool {}; {} rounds of {} s closed loop ({} users) and {} s paced at {} req/s",
+            "reference: {} ({}); candidate: {}{} with pool {}{}; {} rounds of {} s closed loop ({} users) and {} s paced at {} req/s",
             reference.commit.as_deref().map(short).unwrap_or("given program"),
             reference
                 .build_secs
@@ -186,6 +188,11 @@ pub fn write_table(out: &mut impl Write, r: &GateReport) -> io::Result<()> {
             r.candidate.commit.as_deref().map(short).unwrap_or("?"),
             if r.candidate.modified { " + modified files" } else { "" },
             r.candidate_pool_size,
+            if r.candidate_api_args.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", r.candidate_api_args.join(" "))
+            },
             r.rounds.len(),
             r.round_secs,
             r.users,
