@@ -211,7 +211,8 @@ pub struct BaselineArgs {
     /// Seconds of each measurement (closed loop and paced, per API per round).
     #[arg(long, env = "LOADGEN_BASELINE_ROUND_SECS", default_value_t = 6)]
     pub round_secs: u64,
-    #[arg(long, env = "LOADGEN_BASELINE_ROUNDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// Rounds of both APIs (at least 3: one or two give no usable interval).
+    #[arg(long, env = "LOADGEN_BASELINE_ROUNDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(3..=100))]
     pub rounds: u64,
     #[arg(long, env = "LOADGEN_STACK_DIR", default_value = ".stack/baseline")]
     pub stack_dir: PathBuf,
