@@ -3,6 +3,9 @@
 //! `/metrics` must count the batches and their sizes (checked against the servers' own count).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -200,6 +203,51 @@ async fn batches_and_their_sizes_are_in_metrics() {
         app.metric("api_db_queries_total").await,
         64.0,
         "attempts stay per request"
+    );
+    app.stop().await;
+}
+
+/// A replica stops under traffic that forms batches (one connection per replica, 12 clients):
+/// the lookups of its failed batches are retried on the other replica, and no client sees an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_batches_are_retried_elsewhere_invisibly() {
+    let cluster = fixture_cluster(2).await;
+    let mut config = test_config(&cluster);
+    config.batch_max = 16;
+    config.pool_size = 1;
+    let app = spawn_app(config).await;
+    let victim = cluster.replica_indexes()[0];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stats, handles) = start_traffic(app.base.clone(), 12, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        query_calls(&cluster, victim).await > 0,
+        "victim took traffic"
+    );
+    tokio::task::block_in_place(|| cluster.stop_node(victim));
+    let ok_at_stop = stats.ok.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(
+        stats.ok.load(Relaxed) > ok_at_stop + 50,
+        "traffic kept flowing"
+    );
+    assert_eq!(
+        stats.failed.load(Relaxed),
+        0,
+        "{:?}",
+        stats.failures.lock().unwrap()
+    );
+    assert!(app.metric("api_replica_bans_total").await >= 1.0);
+    let text = app.metrics().await;
+    assert!(
+        series_value(&text, "api_batch_size_sum") > series_value(&text, "api_batch_size_count"),
+        "the traffic formed batches"
     );
     app.stop().await;
 }
