@@ -51,6 +51,19 @@ pub(super) struct Waiting {
     timeout: Duration,
     patience: Duration,
     reply: oneshot::Sender<Answer>,
+    /// Dropped when a batch takes the lookup: its request then stops waiting for a connection
+    /// of its own, so that the pool hands freed connections to requests whose lookups still
+    /// wait, rather than to one whose lookup is already being queried.
+    taken: Option<oneshot::Sender<()>>,
+}
+
+/// Where a queued lookup's request learns what became of it.
+pub(super) struct Ticket {
+    id: u64,
+    /// Its answer (closed unanswered when its batch was abandoned).
+    answer: oneshot::Receiver<Answer>,
+    /// Closes when a batch takes the lookup.
+    taken: oneshot::Receiver<()>,
 }
 
 /// The lookups waiting for a replica's connections, oldest first.
@@ -83,27 +96,30 @@ impl BatchQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a lookup; returns its ticket (to withdraw it) and where its answer will come.
+    /// Queues a lookup; returns its ticket: its number (to withdraw it), where its answer will
+    /// come and when a batch takes it.
     pub(super) fn push(
         &self,
         product_id: i32,
         limit: i64,
         timeout: Duration,
         patience: Duration,
-    ) -> (u64, oneshot::Receiver<Answer>) {
+    ) -> Ticket {
         let (reply, answer) = oneshot::channel();
+        let (taken_tx, taken) = oneshot::channel();
         let mut q = self.lock();
-        let ticket = q.next_ticket;
+        let id = q.next_ticket;
         q.next_ticket += 1;
         q.waiting.push_back(Waiting {
-            ticket,
+            ticket: id,
             product_id,
             limit,
             timeout,
             patience,
             reply,
+            taken: Some(taken_tx),
         });
-        (ticket, answer)
+        Ticket { id, answer, taken }
     }
 
     /// Up to `--batch-max` lookups, oldest first, for one query. Lookups whose request has gone
@@ -112,10 +128,11 @@ impl BatchQueue {
         let mut q = self.lock();
         let mut batch = Vec::with_capacity(self.max.min(q.waiting.len()));
         while batch.len() < self.max {
-            let Some(w) = q.waiting.pop_front() else {
+            let Some(mut w) = q.waiting.pop_front() else {
                 break;
             };
             if !w.reply.is_closed() {
+                w.taken = None;
                 batch.push(w);
             }
         }
@@ -215,34 +232,41 @@ impl Replica {
         tokio::pin!(failed);
         failed.as_mut().enable();
         let mut failed_seen = false;
-        let (mut ticket, mut answer) = self.batch.push(product_id, limit, timeout, patience);
+        let mut ticket = self.batch.push(product_id, limit, timeout, patience);
         let mut get = Some(Box::pin(self.pool.get()));
+        let mut queued = true;
         loop {
             tokio::select! {
                 biased;
-                a = &mut answer => match a {
+                a = &mut ticket.answer => match a {
                     Ok(a) => return a,
                     Err(_) => {
-                        (ticket, answer) = self.batch.push(product_id, limit, timeout, patience);
-                        if get.is_none() {
-                            get = Some(Box::pin(self.pool.get()));
-                        }
+                        // Its batch was dropped unanswered: queue again.
+                        ticket = self.batch.push(product_id, limit, timeout, patience);
+                        queued = true;
+                        get = Some(Box::pin(self.pool.get()));
                     }
+                },
+                _ = &mut ticket.taken, if queued => {
+                    // A batch took the lookup: its answer comes; leave the pool's queue.
+                    queued = false;
+                    get = None;
                 },
                 conn = async { get.as_mut().expect("polled only when set").await }, if get.is_some() => {
                     get = None;
                     match conn {
-                        Ok(conn) => match self.hold(conn, &mut answer, ticket, &is_last_usable).await {
+                        Ok(conn) => match self.hold(conn, &mut ticket, &is_last_usable).await {
                             Held::Answered(a) => return a,
                             Held::Waiting => {}
                             Held::Abandoned => {
-                                (ticket, answer) = self.batch.push(product_id, limit, timeout, patience);
+                                ticket = self.batch.push(product_id, limit, timeout, patience);
+                                queued = true;
                                 get = Some(Box::pin(self.pool.get()));
                             }
                         },
                         // No connection: the lookup fails as a lone one would, unless a batch
                         // has already taken it (then its answer comes).
-                        Err(e) => if self.batch.withdraw(ticket) {
+                        Err(e) => if self.batch.withdraw(ticket.id) {
                             return Err(match e {
                                 bb8::RunError::TimedOut => AttemptError::PoolTimeout,
                                 bb8::RunError::User(e) => AttemptError::Connect(Arc::new(e)),
@@ -252,7 +276,7 @@ impl Replica {
                 },
                 _ = &mut failed, if !failed_seen => {
                     failed_seen = true;
-                    if self.batch.withdraw(ticket) {
+                    if self.batch.withdraw(ticket.id) {
                         return Err(AttemptError::ConnectFailed);
                     }
                 }
@@ -265,8 +289,7 @@ impl Replica {
     async fn hold(
         &self,
         mut conn: Connection<'_>,
-        own: &mut oneshot::Receiver<Answer>,
-        own_ticket: u64,
+        own: &mut Ticket,
         is_last_usable: &impl Fn() -> bool,
     ) -> Held {
         loop {
@@ -275,7 +298,7 @@ impl Replica {
                 return Held::Waiting;
             }
             let broke = self.run(&mut conn, batch, is_last_usable).await;
-            match own.try_recv() {
+            match own.answer.try_recv() {
                 Ok(a) => return Held::Answered(a),
                 Err(TryRecvError::Closed) => return Held::Abandoned,
                 Err(TryRecvError::Empty) => {}
@@ -283,7 +306,7 @@ impl Replica {
             if let Some(e) = broke {
                 // The replica failed under this connection: a lookup still queued behind it
                 // fails the same way, and its request retries elsewhere.
-                if self.batch.withdraw(own_ticket) {
+                if self.batch.withdraw(own.id) {
                     return Held::Answered(Err(e));
                 }
                 return Held::Waiting;
@@ -386,7 +409,7 @@ mod tests {
         BatchQueue::new(NonZeroUsize::new(max).unwrap())
     }
 
-    fn push(q: &BatchQueue, id: i32) -> (u64, oneshot::Receiver<Answer>) {
+    fn push(q: &BatchQueue, id: i32) -> Ticket {
         q.push(id, 16, Duration::from_secs(1), Duration::ZERO)
     }
 
@@ -420,7 +443,7 @@ mod tests {
     #[test]
     fn lookups_of_requests_that_left_are_skipped() {
         let q = queue(2);
-        let (_, gone) = push(&q, 1);
+        let gone = push(&q, 1);
         let _kept = push(&q, 2);
         let _kept2 = push(&q, 3);
         drop(gone);
@@ -434,25 +457,42 @@ mod tests {
     #[test]
     fn a_lookup_can_be_withdrawn_until_a_batch_takes_it() {
         let q = queue(2);
-        let (a, _ra) = push(&q, 1);
-        let (b, _rb) = push(&q, 2);
-        let (c, _rc) = push(&q, 3);
-        assert!(q.withdraw(b));
-        assert!(!q.withdraw(b), "gone already");
+        let a = push(&q, 1);
+        let b = push(&q, 2);
+        let c = push(&q, 3);
+        assert!(q.withdraw(b.id));
+        assert!(!q.withdraw(b.id), "gone already");
         let batch = q.take();
         assert_eq!(
             batch.iter().map(|w| w.product_id).collect::<Vec<_>>(),
             [1, 3]
         );
-        assert!(!q.withdraw(a) && !q.withdraw(c), "taken by the batch");
+        assert!(!q.withdraw(a.id) && !q.withdraw(c.id), "taken by the batch");
     }
 
     #[test]
     fn a_dropped_batch_closes_its_lookups_channels() {
         let q = queue(4);
-        let (_, mut rx) = push(&q, 1);
+        let mut t = push(&q, 1);
         drop(q.take());
-        assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
+        assert!(matches!(t.answer.try_recv(), Err(TryRecvError::Closed)));
+    }
+
+    /// A request learns when a batch takes its lookup (so it leaves the pool's queue), and
+    /// not before.
+    #[test]
+    fn a_taken_lookup_says_so() {
+        let q = queue(1);
+        let mut first = push(&q, 1);
+        let mut second = push(&q, 2);
+        let batch = q.take();
+        assert!(matches!(first.taken.try_recv(), Err(TryRecvError::Closed)));
+        assert!(matches!(second.taken.try_recv(), Err(TryRecvError::Empty)));
+        assert!(
+            matches!(first.answer.try_recv(), Err(TryRecvError::Empty)),
+            "not answered yet"
+        );
+        drop(batch);
     }
 
     #[test]
