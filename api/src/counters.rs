@@ -42,6 +42,47 @@ pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
+/// Upper bounds of the batch size histogram (lookups answered by one query).
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// Queries of the related-items SQL and how many lookups each answered (1 when batching is off
+/// or a request went alone).
+#[derive(Default)]
+pub struct BatchSizes {
+    buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl BatchSizes {
+    pub fn observe(&self, lookups: usize) {
+        let n = lookups as u64;
+        if let Some(i) = BATCH_BUCKETS.iter().position(|b| n <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+
+    fn snapshot(&self) -> BatchSizesSnapshot {
+        BatchSizesSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            count: self.count.load(Relaxed),
+            sum: self.sum.load(Relaxed),
+        }
+    }
+}
+
+/// [`BatchSizes`] as read at one moment; `buckets` are per bucket, not cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSizesSnapshot {
+    pub buckets: [u64; BATCH_BUCKETS.len()],
+    /// Queries run.
+    pub count: u64,
+    /// Lookups they answered.
+    pub sum: u64,
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -84,6 +125,7 @@ pub struct Counters {
     pub cache_misses: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    pub batches: BatchSizes,
 }
 
 /// One latency histogram as read at one moment; `buckets` are per bucket, not cumulative.
@@ -109,6 +151,7 @@ pub struct CountersSnapshot {
     pub cache_misses: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    pub batches: BatchSizesSnapshot,
 }
 
 impl CountersSnapshot {
@@ -164,6 +207,7 @@ impl Counters {
             cache_misses: self.cache_misses.load(Relaxed),
             reloads: self.reloads.load(Relaxed),
             reload_failures: self.reload_failures.load(Relaxed),
+            batches: self.batches.snapshot(),
         }
     }
 }
@@ -188,5 +232,21 @@ mod tests {
         assert_eq!(h.sum_micros, 3300);
         assert_eq!(h.buckets[0], 1, "0.3 ms is under 0.5 ms");
         assert_eq!(h.buckets[3], 1, "3 ms is under 5 ms");
+    }
+
+    #[test]
+    fn batch_sizes_land_in_their_bucket() {
+        let c = Counters::default();
+        for n in [1, 1, 3, 16, 200] {
+            c.batches.observe(n);
+        }
+        let b = c.snapshot().batches;
+        assert_eq!(b.count, 5);
+        assert_eq!(b.sum, 221);
+        assert_eq!(
+            b.buckets,
+            [2, 0, 1, 0, 1, 0, 0, 0],
+            "200 is past the last bound"
+        );
     }
 }

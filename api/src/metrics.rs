@@ -5,7 +5,9 @@
 
 use std::fmt::{Display, Write};
 
-use crate::counters::{CountersSnapshot, BUCKETS, OTHER_STATUS, ROUTES, STATUSES};
+use crate::counters::{
+    BatchSizesSnapshot, CountersSnapshot, BATCH_BUCKETS, BUCKETS, OTHER_STATUS, ROUTES, STATUSES,
+};
 use crate::replicas::ReplicaStats;
 
 /// Everything `/metrics` shows, as read at one moment.
@@ -141,6 +143,30 @@ fn process(out: &mut String, c: &CountersSnapshot) {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    batches(out, &c.batches);
+}
+
+/// The queries run (`api_batches_total`) and the lookups each answered (`api_batch_size`).
+fn batches(out: &mut String, b: &BatchSizesSnapshot) {
+    let _ = writeln!(
+        out,
+        "# HELP api_batches_total Related-items queries run on the replicas, each answering one or more lookups (--batch-max).\n# TYPE api_batches_total counter\napi_batches_total {}",
+        b.count
+    );
+    let _ = writeln!(
+        out,
+        "# HELP api_batch_size Lookups answered by one query (1: a request that went alone).\n# TYPE api_batch_size histogram"
+    );
+    let mut cumulative = 0;
+    for (i, bound) in BATCH_BUCKETS.iter().enumerate() {
+        cumulative += b.buckets[i];
+        let _ = writeln!(out, "api_batch_size_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "api_batch_size_bucket{{le=\"+Inf\"}} {}\napi_batch_size_sum {}\napi_batch_size_count {}",
+        b.count, b.sum, b.count
+    );
 }
 
 /// One series with a `replica` label: its HELP and TYPE, then one line per replica.
@@ -352,6 +378,10 @@ mod tests {
         c.cache_lookups = 10;
         c.cache_misses = 4;
         c.db_queries = 9;
+        c.batches.buckets[0] = 4;
+        c.batches.buckets[4] = 1;
+        c.batches.count = 6;
+        c.batches.sum = 4 + 12 + 300;
         let text = render(&Exposition {
             counters: &c,
             replicas: &[],
@@ -371,6 +401,16 @@ mod tests {
             "api_cache_hits_total 6",
             "api_cache_misses_total 4",
             "api_db_queries_total 9",
+            "# TYPE api_batches_total counter",
+            "api_batches_total 6",
+            "# TYPE api_batch_size histogram",
+            "api_batch_size_bucket{le=\"1\"} 4",
+            "api_batch_size_bucket{le=\"8\"} 4",
+            "api_batch_size_bucket{le=\"16\"} 5",
+            "api_batch_size_bucket{le=\"128\"} 5",
+            "api_batch_size_bucket{le=\"+Inf\"} 6",
+            "api_batch_size_sum 316",
+            "api_batch_size_count 6",
             "# TYPE api_cache_entries gauge",
             "api_cache_entries 12",
         ] {

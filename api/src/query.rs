@@ -32,6 +32,24 @@ LEFT JOIN LATERAL (
 WHERE p.id = $1
 ORDER BY r.position";
 
+/// [`RELATED_SQL`] for several products at once (the batching of [`crate::replicas::batch`]):
+/// the same LEFT JOIN LATERAL per product, over an array of distinct ids, with the largest limit
+/// of the batch (each request cuts its own). `p.id` leads every row so the rows can be split
+/// back per product; an id without a row is an unknown product, exactly as for one id.
+pub const RELATED_MANY_SQL: &str = "\
+SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
+FROM products p
+LEFT JOIN LATERAL (
+    SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
+    FROM related_items ri
+    JOIN products q ON q.id = ri.related_id
+    WHERE ri.product_id = p.id
+    ORDER BY ri.position
+    LIMIT $2
+) r ON true
+WHERE p.id = ANY($1::int4[])
+ORDER BY p.id, r.position";
+
 /// The health check: whether the server is a standby, how far it has received WAL and how far
 /// it has replayed it. The lag is worked out from successive readings (`ReplayLag`) rather than
 /// from `pg_last_xact_replay_timestamp()`, which makes an idle replica whose last commit is old
@@ -69,16 +87,18 @@ pub struct ConnectSignals {
     pub created: AtomicU64,
 }
 
-/// A pooled connection with the related-items statement prepared on it.
+/// A pooled connection with the related-items statements prepared on it.
 pub struct ReplicaConnection {
     client: Client,
     related: Statement,
+    related_many: Statement,
     /// Set after a timeout or an I/O error, so the pool drops the connection instead of
     /// handing out one that may still be busy or dead.
     pub broken: bool,
 }
 
-/// bb8 manager: connects with tokio-postgres and prepares [`RELATED_SQL`] once per connection.
+/// bb8 manager: connects with tokio-postgres and prepares [`RELATED_SQL`] and
+/// [`RELATED_MANY_SQL`] once per connection.
 pub struct PgConnectionManager {
     config: tokio_postgres::Config,
     check: PoolCheck,
@@ -108,10 +128,16 @@ impl PgConnectionManager {
             // is_closed() and the pool discards it.
             let _ = connection.await;
         });
-        let related = client.prepare(RELATED_SQL).await?;
+        // Both statements in one round trip: tokio-postgres pipelines the two prepares.
+        let (related, related_many) = futures::future::try_join(
+            client.prepare(RELATED_SQL),
+            client.prepare(RELATED_MANY_SQL),
+        )
+        .await?;
         Ok(ReplicaConnection {
             client,
             related,
+            related_many,
             broken: false,
         })
     }
@@ -174,21 +200,56 @@ pub async fn query_related(
     }
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        // A product without relations comes back as one row whose item columns are NULL.
-        let Some(id) = row.try_get::<_, Option<i32>>(1)? else {
-            continue;
-        };
-        items.push(RelatedItem {
-            id,
-            name: row.try_get(2)?,
-            category: row.try_get(3)?,
-            price_cents: row.try_get(4)?,
-            image_url: row.try_get(5)?,
-            rating: row.try_get(6)?,
-            review_count: row.try_get(7)?,
-        });
+        if let Some(item) = item_of(row)? {
+            items.push(item);
+        }
     }
     Ok(Lookup::Found(RelatedItems { product_id, items }))
+}
+
+/// The related item of one row; `None` for the one row of a product without relations, whose
+/// item columns are NULL.
+fn item_of(row: &tokio_postgres::Row) -> Result<Option<RelatedItem>, tokio_postgres::Error> {
+    let Some(id) = row.try_get::<_, Option<i32>>(1)? else {
+        return Ok(None);
+    };
+    Ok(Some(RelatedItem {
+        id,
+        name: row.try_get(2)?,
+        category: row.try_get(3)?,
+        price_cents: row.try_get(4)?,
+        image_url: row.try_get(5)?,
+        rating: row.try_get(6)?,
+        review_count: row.try_get(7)?,
+    }))
+}
+
+/// Known products among `ids` (distinct) with their related items in position order, at most
+/// `limit` each, from one run of [`RELATED_MANY_SQL`]. An id missing from the answer is an
+/// unknown product; a known product without relations has an empty list.
+pub async fn query_related_many(
+    conn: &ReplicaConnection,
+    ids: &[i32],
+    limit: i64,
+) -> Result<Vec<RelatedItems>, tokio_postgres::Error> {
+    let rows = conn
+        .client
+        .query(&conn.related_many, &[&ids, &limit])
+        .await?;
+    let mut found: Vec<RelatedItems> = Vec::with_capacity(ids.len());
+    for row in &rows {
+        let product_id: i32 = row.try_get(0)?;
+        let item = item_of(row)?;
+        // Rows come ordered by product, then position: a new product starts a new list.
+        match found.last_mut() {
+            Some(last) if last.product_id == product_id => last.items.extend(item),
+            _ => found.push(RelatedItems {
+                product_id,
+                items: item.into_iter().collect(),
+            }),
+        }
+    }
+    Ok(found)
 }
 
 /// Whether an error means the replica (or the connection to it) failed, rather than the query:
@@ -262,5 +323,15 @@ mod tests {
             .replace(":lim", "$2")
             .replace(":id", "$1");
         assert_eq!(sql, super::RELATED_SQL);
+    }
+
+    /// The batched SQL is the single one with an array of ids and rows ordered by product
+    /// first: the same lateral join, so the same rows per product.
+    #[test]
+    fn the_batched_sql_is_the_single_one_over_an_array() {
+        let single = super::RELATED_SQL
+            .replace("WHERE p.id = $1", "WHERE p.id = ANY($1::int4[])")
+            .replace("ORDER BY r.position", "ORDER BY p.id, r.position");
+        assert_eq!(single, super::RELATED_MANY_SQL);
     }
 }

@@ -5,6 +5,7 @@
 //! nowhere is left), a saturated pool, or a query that failed on a healthy replica.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::query::{describe, is_replica_failure, query_related, Lookup};
@@ -12,19 +13,20 @@ use crate::query::{describe, is_replica_failure, query_related, Lookup};
 use super::clock;
 use super::replica::Replica;
 
-/// Why one attempt on one replica failed.
-#[derive(Debug, thiserror::Error)]
+/// Why one attempt on one replica failed. Cloneable (errors behind `Arc`), so that one failed
+/// batched query can tell each request it answered.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AttemptError {
     /// A connection attempt of the pool failed while this request waited for it.
     #[error("connection attempt failed")]
     ConnectFailed,
     /// The pool could not connect (connect, authentication, I/O).
     #[error("{}", describe(.0))]
-    Connect(#[source] tokio_postgres::Error),
+    Connect(#[source] Arc<tokio_postgres::Error>),
     /// The connection failed during the query (I/O, shutdown, recovery conflict, a replica
     /// answering from another state of the database...).
     #[error("{}", describe(.0))]
-    Replica(#[source] tokio_postgres::Error),
+    Replica(#[source] Arc<tokio_postgres::Error>),
     /// The query did not answer within its timeout; the connection is dropped, as the server may
     /// still be running it.
     #[error("query timed out after {} ms", .0.as_millis())]
@@ -36,7 +38,7 @@ pub enum AttemptError {
     /// a bug in the query or a value the server refuses. (A missing table, column or privilege
     /// is a [`AttemptError::Replica`] failure: see `query::is_replica_failure`.)
     #[error("{}", describe(.0))]
-    Query(#[source] tokio_postgres::Error),
+    Query(#[source] Arc<tokio_postgres::Error>),
 }
 
 impl AttemptError {
@@ -58,10 +60,10 @@ impl AttemptError {
 }
 
 /// Decrements the replica's in-flight count when the attempt ends, however it ends.
-struct InFlight<'a>(&'a Replica);
+pub(super) struct InFlight<'a>(&'a Replica);
 
 impl<'a> InFlight<'a> {
-    fn enter(replica: &'a Replica) -> Self {
+    pub(super) fn enter(replica: &'a Replica) -> Self {
         replica.in_flight.fetch_add(1, Relaxed);
         InFlight(replica)
     }
@@ -77,8 +79,28 @@ impl Replica {
     /// One attempt: a pooled connection, then the prepared query under `timeout`. When the
     /// query outlives `timeout` and `is_last_usable` says no other replica could take the
     /// request, the query keeps running for up to `patience` more: on the last replica a late
-    /// answer beats a 504, and dropping the query would only queue it again.
+    /// answer beats a 504, and dropping the query would only queue it again. With
+    /// `--batch-max` above 1 the lookup may share its query with others waiting for this
+    /// replica ([`super::batch`]); at 1 it always runs alone.
     pub(super) async fn attempt(
+        &self,
+        product_id: i32,
+        limit: i64,
+        timeout: Duration,
+        patience: Duration,
+        is_last_usable: impl Fn() -> bool,
+    ) -> Result<Lookup, AttemptError> {
+        if self.batch.is_on() {
+            self.attempt_batched(product_id, limit, timeout, patience, is_last_usable)
+                .await
+        } else {
+            self.attempt_alone(product_id, limit, timeout, patience, is_last_usable)
+                .await
+        }
+    }
+
+    /// One query for this one lookup (`--batch-max 1`).
+    async fn attempt_alone(
         &self,
         product_id: i32,
         limit: i64,
@@ -94,11 +116,12 @@ impl Replica {
             conn = self.pool.get() => match conn {
                 Ok(conn) => conn,
                 Err(bb8::RunError::TimedOut) => return Err(AttemptError::PoolTimeout),
-                Err(bb8::RunError::User(e)) => return Err(AttemptError::Connect(e)),
+                Err(bb8::RunError::User(e)) => return Err(AttemptError::Connect(Arc::new(e))),
             },
             _ = &mut failed => return Err(AttemptError::ConnectFailed),
         };
         self.counters.queries.fetch_add(1, Relaxed);
+        self.totals.batches.observe(1);
         let answer = {
             let query = query_related(&conn, product_id, limit);
             tokio::pin!(query);
@@ -117,9 +140,9 @@ impl Replica {
             }
             Ok(Err(e)) if is_replica_failure(&e) => {
                 conn.broken = true;
-                Err(AttemptError::Replica(e))
+                Err(AttemptError::Replica(Arc::new(e)))
             }
-            Ok(Err(e)) => Err(AttemptError::Query(e)),
+            Ok(Err(e)) => Err(AttemptError::Query(Arc::new(e))),
             Err(_) => {
                 // The server may still be running the query: drop the connection rather than
                 // queue the next request behind it.

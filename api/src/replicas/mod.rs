@@ -5,6 +5,7 @@
 //! Its parts, one concern each (none imports this file, so there are no circles):
 //! - [`replica`]: one replica's pool and state (in flight, ban, health, counters);
 //! - [`attempt`]: one attempt on one replica and its typed [`AttemptError`];
+//! - [`batch`]: lookups waiting for a replica answered together, one query per batch;
 //! - [`ban`]: bans with back-off, the clock passed in;
 //! - [`select`]: the routing rules as pure functions over [`select::Candidate`]s;
 //! - [`monitor`]: the health-check loop; [`health`]: what its outcomes mean; [`lag`]: replay lag;
@@ -13,6 +14,7 @@
 
 pub mod attempt;
 pub mod ban;
+pub mod batch;
 pub mod clock;
 pub mod health;
 pub mod lag;
@@ -65,6 +67,7 @@ impl ReplicaSet {
                 is_fallback,
                 &settings.pool,
                 settings.query_timeout,
+                counters.clone(),
             )
             .map(Arc::new)
         };
@@ -129,6 +132,7 @@ impl ReplicaSet {
                         false,
                         &self.settings.pool,
                         self.settings.query_timeout,
+                        self.counters.clone(),
                     )?);
                     added.push(r.clone());
                     next.push(r);

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::PoolSettings;
+use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::query::{ConnectSignals, PgConnectionManager};
 
 use super::ban::{Backoff, Ban};
+use super::batch::BatchQueue;
 use super::select::Candidate;
 use super::stats::{PoolStats, ReplicaStats};
 
@@ -36,6 +38,10 @@ pub struct Replica {
     /// What the health monitor last saw.
     pub(super) health: Health,
     pub(super) counters: ReplicaCounters,
+    /// Lookups waiting for a connection, for batching (unused at `--batch-max 1`).
+    pub(super) batch: BatchQueue,
+    /// The process-wide counters (the batch sizes).
+    pub(super) totals: Arc<Counters>,
 }
 
 /// What the health monitor last saw of a replica, and the proof of life requests give it.
@@ -71,6 +77,7 @@ impl Replica {
         is_fallback: bool,
         pool: &PoolSettings,
         query_timeout: Duration,
+        totals: Arc<Counters>,
     ) -> Result<Self, ApiError> {
         let pg: tokio_postgres::Config =
             url.parse()
@@ -88,6 +95,7 @@ impl Replica {
         );
         // retry_connection(false): a refused connect must fail the waiting request over to
         // another replica now, not after the pool timeout.
+        let batch = BatchQueue::new(pool.batch_max);
         let pool = bb8::Pool::builder()
             .max_size(pool.size.get())
             .min_idle(None)
@@ -110,6 +118,8 @@ impl Replica {
                 last_answer_ms: AtomicU64::new(0),
             },
             counters: ReplicaCounters::default(),
+            batch,
+            totals,
         })
     }
 
@@ -226,9 +236,18 @@ pub(super) mod tests {
             size: NonZeroU32::new(2).unwrap(),
             wait: Duration::from_secs(5),
             check: PoolCheck::Closed,
+            batch_max: std::num::NonZeroUsize::MIN,
         };
         let url = format!("postgres://api:secret@127.0.0.1:{port}/related");
-        Replica::new(&url, 0, false, &pool, Duration::from_millis(100)).expect("valid url")
+        Replica::new(
+            &url,
+            0,
+            false,
+            &pool,
+            Duration::from_millis(100),
+            Arc::default(),
+        )
+        .expect("valid url")
     }
 
     #[tokio::test]
@@ -249,10 +268,18 @@ pub(super) mod tests {
             size: NonZeroU32::new(2).unwrap(),
             wait: Duration::from_millis(10),
             check: PoolCheck::Closed,
+            batch_max: std::num::NonZeroUsize::MIN,
         };
-        let err = Replica::new("not a url ::::", 3, false, &pool, Duration::from_secs(1))
-            .err()
-            .expect("refused");
+        let err = Replica::new(
+            "not a url ::::",
+            3,
+            false,
+            &pool,
+            Duration::from_secs(1),
+            Arc::default(),
+        )
+        .err()
+        .expect("refused");
         assert!(matches!(err, ApiError::BadReplicaUrl { index: 3, .. }));
     }
 

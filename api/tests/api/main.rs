@@ -7,6 +7,7 @@
 //! count queries on the servers or change a replica take it alone
 //! (`helpers::shared_cluster_alone`). Tests that stop servers build their own cluster.
 
+mod batch;
 mod cache;
 mod contract;
 mod helpers;
