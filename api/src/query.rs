@@ -16,10 +16,12 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::PoolCheck;
 
-/// The API's SQL. The outer `ORDER BY` makes the position order a guarantee rather than an
-/// accident of the nested-loop plan; it sorts at most `limit` rows.
-pub const RELATED_SQL: &str = "\
-SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
+/// The related-items query around a `WHERE` and an `ORDER BY` on the outer product rows: one
+/// text for [`RELATED_SQL`] and [`RELATED_MANY_SQL`], so they cannot drift apart.
+macro_rules! related_sql {
+    ($products:literal, $order:literal) => {
+        concat!(
+            "SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
 FROM products p
 LEFT JOIN LATERAL (
     SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
@@ -29,26 +31,23 @@ LEFT JOIN LATERAL (
     ORDER BY ri.position
     LIMIT $2
 ) r ON true
-WHERE p.id = $1
-ORDER BY r.position";
+WHERE ",
+            $products,
+            "\nORDER BY ",
+            $order
+        )
+    };
+}
+
+/// The API's SQL. The outer `ORDER BY` makes the position order a guarantee rather than an
+/// accident of the nested-loop plan; it sorts at most `limit` rows.
+pub const RELATED_SQL: &str = related_sql!("p.id = $1", "r.position");
 
 /// [`RELATED_SQL`] for several products at once (the batching of [`crate::replicas::batch`]):
 /// the same LEFT JOIN LATERAL per product, over an array of distinct ids, with the largest limit
 /// of the batch (each request cuts its own). `p.id` leads every row so the rows can be split
 /// back per product; an id without a row is an unknown product, exactly as for one id.
-pub const RELATED_MANY_SQL: &str = "\
-SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
-FROM products p
-LEFT JOIN LATERAL (
-    SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
-    FROM related_items ri
-    JOIN products q ON q.id = ri.related_id
-    WHERE ri.product_id = p.id
-    ORDER BY ri.position
-    LIMIT $2
-) r ON true
-WHERE p.id = ANY($1::int4[])
-ORDER BY p.id, r.position";
+pub const RELATED_MANY_SQL: &str = related_sql!("p.id = ANY($1::int4[])", "p.id, r.position");
 
 /// The health check: whether the server is a standby, how far it has received WAL and how far
 /// it has replayed it. The lag is worked out from successive readings (`ReplayLag`) rather than

@@ -122,16 +122,14 @@ impl Replica {
         };
         self.counters.queries.fetch_add(1, Relaxed);
         self.totals.batches.observe(1);
-        let answer = {
-            let query = query_related(&conn, product_id, limit);
-            tokio::pin!(query);
-            let mut answer = tokio::time::timeout(timeout, &mut query).await;
-            if answer.is_err() && !patience.is_zero() && is_last_usable() {
-                self.counters.timeouts_under_load.fetch_add(1, Relaxed);
-                answer = tokio::time::timeout(patience, &mut query).await;
-            }
-            answer
-        };
+        let answer = self
+            .within_patience(
+                query_related(&conn, product_id, limit),
+                timeout,
+                patience,
+                is_last_usable,
+            )
+            .await;
         match answer {
             Ok(Ok(lookup)) => {
                 self.ban.answered();
@@ -150,6 +148,25 @@ impl Replica {
                 Err(AttemptError::Timeout(timeout))
             }
         }
+    }
+
+    /// Run `query` for up to `timeout`; past it, when `is_last_usable` says no other replica
+    /// could take the work, keep it running for up to `patience` more (a late answer beats a
+    /// 504 there). `Err` when it did not answer in time.
+    pub(super) async fn within_patience<T>(
+        &self,
+        query: impl std::future::Future<Output = T>,
+        timeout: Duration,
+        patience: Duration,
+        is_last_usable: impl Fn() -> bool,
+    ) -> Result<T, tokio::time::error::Elapsed> {
+        tokio::pin!(query);
+        let mut answer = tokio::time::timeout(timeout, &mut query).await;
+        if answer.is_err() && !patience.is_zero() && is_last_usable() {
+            self.counters.timeouts_under_load.fetch_add(1, Relaxed);
+            answer = tokio::time::timeout(patience, &mut query).await;
+        }
+        answer
     }
 }
 

@@ -332,16 +332,14 @@ impl Replica {
         // not serve a query queued behind this one: it stays marked until the query answers.
         // The batch's channels drop with it, so its lookups queue again.
         conn.broken = true;
-        let answer = {
-            let query = query_related_many(conn, &ids, limit);
-            tokio::pin!(query);
-            let mut answer = tokio::time::timeout(timeout, &mut query).await;
-            if answer.is_err() && !patience.is_zero() && is_last_usable() {
-                self.counters.timeouts_under_load.fetch_add(1, Relaxed);
-                answer = tokio::time::timeout(patience, &mut query).await;
-            }
-            answer
-        };
+        let answer = self
+            .within_patience(
+                query_related_many(conn, &ids, limit),
+                timeout,
+                patience,
+                is_last_usable,
+            )
+            .await;
         let outcome = match answer {
             Ok(Ok(found)) => {
                 conn.broken = false;
