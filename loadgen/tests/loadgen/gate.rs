@@ -28,6 +28,17 @@ fn gate(dir: &Path, name: &str, extra: &[&str]) -> (bool, Value, String) {
             "3",
             "--quiet",
         ])
+        // Three short rounds of debug builds on a shared CI machine are noisier than the five
+        // release rounds the default tolerances were chosen for (results/baseline.md); these
+        // still fail a candidate that costs 300 µs more per request several times over.
+        .args([
+            "--tolerance",
+            "0.15",
+            "--cpu-tolerance",
+            "0.25",
+            "--latency-tolerance",
+            "0.5",
+        ])
         .arg("--stack-dir")
         .arg(dir.join(format!("{name}-stack")))
         .arg("--work-dir")
@@ -71,7 +82,7 @@ fn the_gate_passes_the_reference_against_itself_and_fails_a_slower_candidate() {
     assert_eq!(report["rounds"].as_array().unwrap().len(), 3);
     assert_eq!(report["candidate_errors"], 0);
     let t = throughput(&report);
-    assert!(t["ratio"]["high"].as_f64().unwrap() >= 0.95, "{t}");
+    assert!(t["ratio"]["high"].as_f64().unwrap() >= 0.85, "{t}");
     assert!(
         stdout.contains("requests/s, closed loop") && stdout.contains("PASS"),
         "{stdout}"
@@ -95,6 +106,6 @@ fn the_gate_passes_the_reference_against_itself_and_fails_a_slower_candidate() {
     assert_eq!(report["candidate_api_args"][0], "--debug-spin-us=300");
     let t = throughput(&report);
     assert_eq!(t["passed"], false, "{t}");
-    assert!(t["ratio"]["high"].as_f64().unwrap() < 0.95, "{t}");
+    assert!(t["ratio"]["high"].as_f64().unwrap() < 0.85, "{t}");
     assert!(stdout.contains("FAIL"), "{stdout}");
 }
