@@ -104,8 +104,19 @@ fn the_gate_passes_the_reference_against_itself_and_fails_a_slower_candidate() {
     assert!(!passed, "300 µs more per request must fail:\n{stdout}");
     assert_eq!(report["passed"], false);
     assert_eq!(report["candidate_api_args"][0], "--debug-spin-us=300");
-    let t = throughput(&report);
-    assert_eq!(t["passed"], false, "{t}");
-    assert!(t["ratio"]["high"].as_f64().unwrap() < 0.85, "{t}");
+    // Fewer requests/s, more CPU per request, or both: which shows most depends on how the
+    // debug build shares the cores with the database, so the test names neither alone.
+    let failed: Vec<&Value> = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["passed"] == false)
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|m| m["metric"] == "throughput" || m["metric"] == "cpu_per_request"),
+        "{failed:?}"
+    );
     assert!(stdout.contains("FAIL"), "{stdout}");
 }
