@@ -160,7 +160,7 @@ pub struct BaselineArgs {
     pub out: PathBuf,
     /// Allowed throughput drop: fail when the whole 95% interval of candidate/reference requests/s
     /// lies below 1 - this (results/baseline.md: the A/A study behind the default).
-    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.05)]
+    #[arg(long, env = "LOADGEN_TOLERANCE", default_value_t = 0.10)]
     pub tolerance: f64,
     /// Allowed p99 growth at the paced rate: fail when the whole interval of candidate/reference
     /// p99 lies above 1 + this.
@@ -168,7 +168,7 @@ pub struct BaselineArgs {
     pub latency_tolerance: f64,
     /// Allowed growth of the API's CPU time per request: fail when the whole interval of
     /// candidate/reference lies above 1 + this.
-    #[arg(long, env = "LOADGEN_CPU_TOLERANCE", default_value_t = 0.05)]
+    #[arg(long, env = "LOADGEN_CPU_TOLERANCE", default_value_t = 0.10)]
     pub cpu_tolerance: f64,
     /// Allowed drop of the recorded figure (requests/s per pgbench transaction/s) when there is
     /// no reference to run.
