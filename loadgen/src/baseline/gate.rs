@@ -184,7 +184,9 @@ pub async fn run_gate(
     };
     let url = |api: &ApiInstance| format!("http://{}", api.addr);
 
-    // Warm-up: the replica's cache and both pools; the first side's maximum sets the paced rate.
+    // Warm-up: the replica's cache, and each API as long as the other (a process's first
+    // seconds of load grow its heap and pools, which costs CPU): the reference's maximum sets
+    // the paced rate.
     let first = reference_api.as_ref().unwrap_or(&candidate_api);
     let (warm, _, _) = run_load(
         &load(url(first), opts.round_secs, None, vec![], None),
@@ -194,7 +196,7 @@ pub async fn run_gate(
     .await?;
     if reference_api.is_some() {
         run_load(
-            &load(url(&candidate_api), 2, None, vec![], None),
+            &load(url(&candidate_api), opts.round_secs, None, vec![], None),
             cancel,
             || (),
         )
