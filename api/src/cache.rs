@@ -48,8 +48,16 @@ impl ResponseCache {
         }
     }
 
-    /// The cached response for `key`, or the result of `load` (run once for all concurrent
-    /// callers of the same key). A load that fails with a transient error is not stored.
+    /// The cached response for `key`, if there is one: a lookup, and a hit when it answers.
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        self.counters.cache_lookup();
+        self.cache.get(key).await
+    }
+
+    /// After [`ResponseCache::get`] missed: the cached response for `key` (another request may
+    /// have loaded it meanwhile), or the result of `load`, run once for all concurrent callers
+    /// of the same key; only a run of `load` counts as a miss. A load that fails with a
+    /// transient error is not stored.
     pub async fn get_or_load<F>(
         &self,
         key: CacheKey,
@@ -58,7 +66,6 @@ impl ResponseCache {
     where
         F: std::future::Future<Output = Result<CachedResponse, HttpError>>,
     {
-        self.counters.cache_lookups.fetch_add(1, Relaxed);
         let counters = &self.counters;
         self.cache
             .try_get_with(key, async move {

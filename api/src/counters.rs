@@ -3,7 +3,11 @@
 //! [`CountersSnapshot`], which [`crate::metrics`] renders; nothing here writes text.
 //!
 //! Everything is a relaxed atomic in fixed arrays indexed by route and status, so counting a
-//! request costs a few uncontended increments and no lock or allocation.
+//! request costs a few increments and no lock or allocation. What every request bumps (its
+//! route and status, its latency, a cache lookup) is kept in one shard per runtime thread, so
+//! that the threads do not pass the same cache lines back and forth on every request (at
+//! 70,000 cache hits a second on 2 cores that traffic showed in the profile); a snapshot sums
+//! the shards.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -110,18 +114,38 @@ impl Histogram {
     }
 }
 
+/// Shards of the per-request counters: threads beyond this many share them.
+const SHARDS: usize = 8;
+
+/// What every request bumps, for the threads of one shard; aligned so that two shards never
+/// share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct RequestShard {
+    requests: [[AtomicU64; STATUSES.len() + 1]; ROUTES.len()],
+    latency: [Histogram; ROUTES.len()],
+    cache_lookups: AtomicU64,
+}
+
+/// This thread's shard: threads are numbered in the order they first count something.
+fn shard_index() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = (NEXT.fetch_add(1, Relaxed) as usize) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// Counters that are not per replica.
 #[derive(Default)]
 pub struct Counters {
-    requests: [[AtomicU64; STATUSES.len() + 1]; ROUTES.len()],
-    latency: [Histogram; ROUTES.len()],
+    shards: [RequestShard; SHARDS],
     pub db_queries: AtomicU64,
     pub retries: AtomicU64,
     pub pool_wait_timeouts: AtomicU64,
     pub overloaded: AtomicU64,
     pub deadline_exceeded: AtomicU64,
     pub no_replica: AtomicU64,
-    pub cache_lookups: AtomicU64,
     pub cache_misses: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -134,6 +158,16 @@ pub struct HistogramSnapshot {
     pub buckets: [u64; BUCKETS.len()],
     pub count: u64,
     pub sum_micros: u64,
+}
+
+impl HistogramSnapshot {
+    fn add(self, other: HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i] + other.buckets[i]),
+            count: self.count + other.count,
+            sum_micros: self.sum_micros + other.sum_micros,
+        }
+    }
 }
 
 /// [`Counters`] as read at one moment, indexed like [`ROUTES`] and [`STATUSES`].
@@ -177,8 +211,16 @@ impl Counters {
             .iter()
             .position(|x| *x == status)
             .unwrap_or(OTHER_STATUS);
-        self.requests[r][s].fetch_add(1, Relaxed);
-        self.latency[r].observe(elapsed);
+        let shard = &self.shards[shard_index()];
+        shard.requests[r][s].fetch_add(1, Relaxed);
+        shard.latency[r].observe(elapsed);
+    }
+
+    /// A lookup in the response cache (hit or miss; misses are counted apart).
+    pub fn cache_lookup(&self) {
+        self.shards[shard_index()]
+            .cache_lookups
+            .fetch_add(1, Relaxed);
     }
 
     /// Requests served on a route with a status so far.
@@ -187,23 +229,42 @@ impl Counters {
         STATUSES
             .iter()
             .position(|x| *x == status)
-            .map(|s| self.requests[r][s].load(Relaxed))
+            .map(|s| {
+                self.shards
+                    .iter()
+                    .map(|shard| shard.requests[r][s].load(Relaxed))
+                    .sum()
+            })
             .unwrap_or(0)
     }
 
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
             requests: std::array::from_fn(|r| {
-                std::array::from_fn(|s| self.requests[r][s].load(Relaxed))
+                std::array::from_fn(|s| {
+                    self.shards
+                        .iter()
+                        .map(|shard| shard.requests[r][s].load(Relaxed))
+                        .sum()
+                })
             }),
-            latency: std::array::from_fn(|r| self.latency[r].snapshot()),
+            latency: std::array::from_fn(|r| {
+                self.shards
+                    .iter()
+                    .map(|shard| shard.latency[r].snapshot())
+                    .fold(HistogramSnapshot::default(), HistogramSnapshot::add)
+            }),
             db_queries: self.db_queries.load(Relaxed),
             retries: self.retries.load(Relaxed),
             pool_wait_timeouts: self.pool_wait_timeouts.load(Relaxed),
             overloaded: self.overloaded.load(Relaxed),
             deadline_exceeded: self.deadline_exceeded.load(Relaxed),
             no_replica: self.no_replica.load(Relaxed),
-            cache_lookups: self.cache_lookups.load(Relaxed),
+            cache_lookups: self
+                .shards
+                .iter()
+                .map(|shard| shard.cache_lookups.load(Relaxed))
+                .sum(),
             cache_misses: self.cache_misses.load(Relaxed),
             reloads: self.reloads.load(Relaxed),
             reload_failures: self.reload_failures.load(Relaxed),
@@ -232,6 +293,32 @@ mod tests {
         assert_eq!(h.sum_micros, 3300);
         assert_eq!(h.buckets[0], 1, "0.3 ms is under 0.5 ms");
         assert_eq!(h.buckets[3], 1, "3 ms is under 5 ms");
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let c = std::sync::Arc::new(Counters::default());
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        c.record(RouteLabel::Compat, 200, Duration::from_micros(700));
+                        c.cache_lookup();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = (SHARDS as u64 + 3) * 100;
+        assert_eq!(c.requests(RouteLabel::Compat, 200), n);
+        let s = c.snapshot();
+        assert_eq!(s.cache_lookups, n);
+        assert_eq!(s.latency[1].count, n);
+        assert_eq!(s.latency[1].buckets[1], n, "0.7 ms is under 1 ms");
+        assert_eq!(s.latency[1].sum_micros, n * 700);
     }
 
     #[test]
