@@ -157,6 +157,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                     api_budget: api.clone(),
                     budgeted: true,
                     serve_from: ServeFrom::Replicas,
+                    batch_max: 16,
                 }),
                 load: Some(load(846.2, BTreeMap::new(), 0.0)),
                 index: None,
@@ -172,7 +173,10 @@ pub(crate) fn sample_report() -> JourneyReport {
                 goose_report: Some("stage-2-goose.html".into()),
                 shape: None,
                 cost_us: Default::default(),
-                api_counters: Default::default(),
+                api_counters: BTreeMap::from([
+                    ("api_batch_size_count".to_string(), 4_000.0),
+                    ("api_batch_size_sum".to_string(), 17_000.0),
+                ]),
                 write_peak: None,
                 database_memory: Some(DatabaseMemory {
                     data_mb: 131.6,
@@ -204,6 +208,7 @@ pub(crate) fn sample_report() -> JourneyReport {
                     api_budget: api,
                     budgeted: false,
                     serve_from: ServeFrom::Replicas,
+                    batch_max: 1,
                 }),
                 load: Some(load(
                     595.6,

@@ -71,7 +71,12 @@ pub(crate) async fn run(
         // At a stage's saturation, waiting for a pooled connection is queueing, not failure:
         // a request may wait for one as long as its deadline (2 s), instead of being shed
         // with a 503 after the default 1 s while the database is answering at full speed.
-        extra_args: vec!["--pool-wait-ms".into(), "2000".into()],
+        extra_args: vec![
+            "--pool-wait-ms".into(),
+            "2000".into(),
+            "--batch-max".into(),
+            stage.batch_max.to_string(),
+        ],
     };
     let tier = ApiTier::start(
         &launch,
@@ -241,6 +246,7 @@ pub(crate) async fn run(
             api_budget,
             budgeted,
             serve_from: stage.serve_from,
+            batch_max: stage.batch_max,
         }),
         load: Some(load),
         index: None,
@@ -271,7 +277,7 @@ fn unbudgeted() -> BudgetState {
 /// The API counters a stage's verdict leans on, summed over its instances, read from each
 /// instance's operator listener (`/metrics` is not on the public one): cumulative since the
 /// instance started, warm-up included.
-const SCRAPED: [&str; 9] = [
+const SCRAPED: [&str; 11] = [
     "api_db_queries_total",
     "api_retries_total",
     "api_pool_wait_timeouts_total",
@@ -281,6 +287,9 @@ const SCRAPED: [&str; 9] = [
     "api_cache_misses_total",
     "api_replica_bans_total",
     "api_replica_timeouts_under_load_total",
+    // The batch size histogram's count and sum: queries and the lookups they answered.
+    "api_batch_size_count",
+    "api_batch_size_sum",
 ];
 
 async fn scrape_api_counters(instances: &[ApiInstance]) -> BTreeMap<String, f64> {

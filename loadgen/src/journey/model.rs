@@ -155,6 +155,14 @@ pub struct StageTopology {
     /// Where the API read from; absent in the JSON for the replicas, as before it existed.
     #[serde(default, skip_serializing_if = "ServeFrom::is_replicas")]
     pub serve_from: ServeFrom,
+    /// Each API instance's `--batch-max`; 1 (one query per request) in reports from before it
+    /// existed.
+    #[serde(default = "batching_off")]
+    pub batch_max: u32,
+}
+
+fn batching_off() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -324,6 +332,14 @@ pub struct ShapeFinding {
 }
 
 impl StageResult {
+    /// Lookups answered per query of the related-items SQL over the stage (warm-up included),
+    /// from the instances' `api_batch_size` histogram: 1 when nothing was batched.
+    pub fn lookups_per_query(&self) -> Option<f64> {
+        let queries = *self.api_counters.get("api_batch_size_count")?;
+        let lookups = *self.api_counters.get("api_batch_size_sum")?;
+        (queries > 0.0).then(|| lookups / queries)
+    }
+
     /// The utilization of `component` in this stage, if it was measured.
     pub fn utilization(&self, component: Component) -> Option<f64> {
         self.cpu

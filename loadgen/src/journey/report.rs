@@ -52,6 +52,8 @@ struct CsvRow<'a> {
     db_cpus: Option<f64>,
     db_memory_mb: Option<u64>,
     budgeted: Option<bool>,
+    batch_max: Option<u32>,
+    lookups_per_query: Option<f64>,
     requests_per_sec: Option<f64>,
     successful_per_sec: Option<f64>,
     p50_us: Option<u64>,
@@ -94,6 +96,8 @@ pub fn write_csv(report: &JourneyReport, w: &mut impl Write) -> io::Result<()> {
             db_cpus: t.and_then(|t| t.db_budget.budget.cpus),
             db_memory_mb: t.and_then(|t| t.db_budget.budget.memory_mb),
             budgeted: t.map(|t| t.budgeted),
+            batch_max: t.map(|t| t.batch_max),
+            lookups_per_query: s.lookups_per_query(),
             requests_per_sec: l.map(|l| l.requests_per_sec),
             successful_per_sec: l.map(|l| l.successful_per_sec),
             p50_us: l.map(|l| l.latency.p50_us),
@@ -144,11 +148,11 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
     }
     writeln!(
         out,
-        "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck | story's shape |"
+        "| # | stage | topology | ok req/s | p50 ms | p99 ms | p99.9 ms | errors | lookups per query | DB CPU | API CPU | nginx CPU | generator CPU | bottleneck | story's shape |"
     )?;
     writeln!(
         out,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     )?;
     for s in &report.stages {
         let shape = s.shape.as_ref().map_or("-".into(), |c| c.summary());
@@ -169,7 +173,7 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                 };
                 writeln!(
                     out,
-                    "| {} | {} | {}{} replica(s), {} API, nginx {}, cache {}, {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {}{} replica(s), {} API, nginx {}, cache {}, {}{}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.number,
                     s.name,
                     match t.serve_from {
@@ -182,12 +186,19 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
                     t.nginx.name(),
                     if t.cache { "on" } else { "off" },
                     t.ids,
+                    if t.batch_max > 1 {
+                        format!(", batches of up to {}", t.batch_max)
+                    } else {
+                        ", no batching".into()
+                    },
                     budget,
                     l.successful_per_sec,
                     ms(l.latency.p50_us),
                     ms(l.latency.p99_us),
                     ms(l.latency.p999_us),
                     l.total_errors(),
+                    s.lookups_per_query()
+                        .map_or_else(|| "-".into(), |q| format!("{q:.2}")),
                     pct(Component::Database),
                     pct(Component::Api),
                     pct(Component::Nginx),
@@ -199,7 +210,7 @@ pub fn write_markdown(report: &JourneyReport, out: &mut impl Write) -> io::Resul
             _ => {
                 writeln!(
                     out,
-                    "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | {} | {shape} |",
+                    "| {} | {} | single queries on the primary | - | - | - | - | - | - | - | - | - | - | {} | {shape} |",
                     s.number, s.name, s.verdict
                 )?;
             }

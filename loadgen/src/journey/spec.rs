@@ -43,7 +43,23 @@ impl JourneyFile {
         if file.stages.is_empty() {
             anyhow::bail!("{origin}: a journey needs at least one [[stage]]");
         }
+        let batch_ok = |b: u32| api::config::limits::BATCH_MAX.contains(&(b as usize));
+        if !batch_ok(file.defaults.batch_max) {
+            anyhow::bail!(
+                "{origin}: [defaults] batch_max = {} is out of range (1 to {}; 1 turns batching off)",
+                file.defaults.batch_max,
+                api::config::limits::BATCH_MAX.end()
+            );
+        }
         for (i, s) in file.stages.iter().enumerate() {
+            if let Some(b) = s.batch_max.filter(|b| !batch_ok(*b)) {
+                anyhow::bail!(
+                    "{origin}: stage {} ({}): batch_max = {b} is out of range (1 to {}; 1 turns batching off)",
+                    i + 1,
+                    s.name,
+                    api::config::limits::BATCH_MAX.end()
+                );
+            }
             // A stage reading from the primary may have no replica at all.
             let no_replica = s.replicas == 0 && s.serve_from == ServeFrom::Replicas;
             if s.kind == StageKind::Load && (no_replica || s.api_instances == 0) {
@@ -71,6 +87,10 @@ impl JourneyFile {
         Ok(file)
     }
 }
+
+/// The API's `--batch-max` in every stage unless the file says otherwise: the size that served
+/// the most in `scripts/bench-batch` (results/api.md, "Batching").
+pub const DEFAULT_BATCH_MAX: u32 = 16;
 
 /// The data every stage reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +123,9 @@ pub struct LoadDefaults {
     pub duration_secs: u64,
     pub unknown_share: f64,
     pub pool_size: u32,
+    /// Each API instance's `--batch-max`: lookups one query may answer when requests wait for
+    /// a connection (1: one query per request).
+    pub batch_max: u32,
     pub ids: IdDistribution,
 }
 
@@ -114,6 +137,7 @@ impl Default for LoadDefaults {
             duration_secs: 20,
             unknown_share: 0.01,
             pool_size: 8,
+            batch_max: DEFAULT_BATCH_MAX,
             ids: IdDistribution::Uniform,
         }
     }
@@ -150,6 +174,8 @@ pub struct StageSpec {
     pub ids: Option<IdDistribution>,
     /// Connections of each API instance's pool per replica, else the file's default.
     pub pool_size: Option<u32>,
+    /// Each API instance's `--batch-max`, else the file's default.
+    pub batch_max: Option<u32>,
     /// What the story expects of this stage relative to an earlier one.
     pub expect: Option<Expectation>,
     /// Where the API reads from: the stage's replicas (the default) or the primary alone.
@@ -244,6 +270,8 @@ pub struct StagePlan {
     pub ids: IdDistribution,
     /// Connections of each API instance's pool per replica: the stage's, else the default.
     pub pool_size: u32,
+    /// Each API instance's `--batch-max`: the stage's, else the default.
+    pub batch_max: u32,
     pub expect: Option<Expectation>,
     pub serve_from: ServeFrom,
     pub write_peak: Option<WritePeak>,
@@ -290,6 +318,7 @@ impl JourneyPlan {
                 ),
                 ids: s.ids.unwrap_or(defaults.ids),
                 pool_size: s.pool_size.unwrap_or(defaults.pool_size),
+                batch_max: s.batch_max.unwrap_or(defaults.batch_max),
                 expect: s.expect.clone(),
                 serve_from: s.serve_from,
                 write_peak: s.write_peak,
@@ -391,6 +420,34 @@ replicas = 3
         assert_eq!(defaults.nginx, NginxMode::Off);
         assert_eq!(plan.warmup, Duration::from_secs(3));
         assert_eq!(plan.stages[2].pool_size, 8);
+        assert_eq!(plan.stages[2].batch_max, DEFAULT_BATCH_MAX);
+    }
+
+    #[test]
+    fn batching_is_on_by_default_and_a_stage_or_the_file_can_set_it() {
+        let file = parse(
+            "name = \"b\"\n[defaults]\nbatch_max = 4\n\
+             [[stage]]\nname = \"own\"\nbatch_max = 1\n[[stage]]\nname = \"inherits\"\n",
+        )
+        .unwrap();
+        let plan = JourneyPlan::resolve(&file, &Overrides::default());
+        assert_eq!((plan.stages[0].batch_max, plan.stages[1].batch_max), (1, 4));
+        let plain = parse("name = \"p\"\n[[stage]]\nname = \"s\"\n").unwrap();
+        let plan = JourneyPlan::resolve(&plain, &Overrides::default());
+        assert_eq!(plan.stages[0].batch_max, 16);
+        for (text, says) in [
+            (
+                "name = \"x\"\n[defaults]\nbatch_max = 0\n[[stage]]\nname = \"s\"\n",
+                "[defaults] batch_max = 0 is out of range",
+            ),
+            (
+                "name = \"x\"\n[[stage]]\nname = \"s\"\nbatch_max = 1001\n",
+                "stage 1 (s): batch_max = 1001 is out of range",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with("test.toml: ") && e.contains(says), "{e}");
+        }
     }
 
     #[test]
