@@ -392,6 +392,12 @@ replicas = 3
         assert!(plan.stages[1..].iter().all(|s| s.kind == StageKind::Load));
         let numbers: Vec<usize> = plan.stages.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7]);
+        let batches: Vec<u32> = plan.stages[1..].iter().map(|s| s.batch_max).collect();
+        assert_eq!(
+            batches,
+            [1, 1, 1, 16, 16, 16],
+            "the small host one product at a time"
+        );
     }
 
     #[test]
