@@ -1,9 +1,9 @@
-//! The HTTP layer: routing, parameter validation, the JSON contract, ETag/304, Cache-Control,
-//! CORS, the concurrency bound, the per-request deadline, request ids and per-request counters.
-//! Each request arrives on one [`Surface`]: the public listener serves the API, the probes and
-//! the embedded files of [`crate::assets`] (`/openapi.json`, `/widget/...`), the operator
-//! listener the probes and `/metrics`, which serves what [`crate::metrics`] renders
-//! from snapshots of the counters, the replicas and the cache.
+//! The HTTP layer: routing (the id and `limit` are checked by [`crate::params`]), the JSON
+//! contract, ETag/304, Cache-Control, CORS, the concurrency bound, the per-request deadline,
+//! request ids and per-request counters. Each request arrives on one [`Surface`]: the public
+//! listener serves the API, the probes and the embedded files of [`crate::assets`]
+//! (`/openapi.json`, `/widget/...`), the operator listener the probes and `/metrics`, which serves
+//! what [`crate::metrics`] renders from snapshots of the counters, the replicas and the cache.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::counters::{Counters, RouteLabel};
 use crate::error::HttpError;
 use crate::metrics::{self, Exposition};
+use crate::params::{parse_id, parse_limit};
 use crate::query::Lookup;
 use crate::render;
 use crate::replicas::ReplicaSet;
@@ -28,8 +29,6 @@ pub type Body = Full<Bytes>;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
-const DEFAULT_LIMIT: u16 = 16;
-const MAX_LIMIT: u16 = 100;
 /// Longer paths cannot be a valid route; answer 414 before looking at them.
 const MAX_PATH_BYTES: usize = 2048;
 
@@ -465,83 +464,6 @@ fn asset_response<B>(req: &Request<B>, asset: &Asset, etag: &HeaderValue) -> Res
     r
 }
 
-/// A positive 32-bit integer written as plain decimal digits: no sign, no spaces, no
-/// decimals, no encodings.
-pub fn parse_id(text: &str) -> Result<i32, HttpError> {
-    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(HttpError::InvalidId);
-    }
-    match text.parse::<u64>() {
-        Ok(n) if n >= 1 && n <= i32::MAX as u64 => Ok(n as i32),
-        _ => Err(HttpError::InvalidId),
-    }
-}
-
-/// The longest query string accepted: `limit=100` and a few tracking parameters fit many times
-/// over; anything longer is not a storefront widget's request.
-pub const MAX_QUERY_BYTES: usize = 1024;
-
-/// `limit` from the query string: 1 to 100, default 16; given twice is an error (which one
-/// would the client mean?). Other parameters are ignored, but the whole query string must be
-/// well formed: every `%` followed by two hex digits, at most [`MAX_QUERY_BYTES`] long. Names
-/// and values are percent-decoded first, so `%6Cimit=5` is `limit=5`.
-pub fn parse_limit(query: Option<&str>) -> Result<u16, HttpError> {
-    let Some(query) = query else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    if query.len() > MAX_QUERY_BYTES {
-        return Err(HttpError::InvalidQuery);
-    }
-    let mut limit = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_decode(name).ok_or(HttpError::InvalidQuery)?;
-        let value = percent_decode(value).ok_or(HttpError::InvalidQuery)?;
-        if name != b"limit" {
-            continue;
-        }
-        if limit.is_some() {
-            return Err(HttpError::InvalidLimit);
-        }
-        if value.is_empty() || value.len() > 3 || !value.iter().all(|b| b.is_ascii_digit()) {
-            return Err(HttpError::InvalidLimit);
-        }
-        let n = value.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        if !(1..=MAX_LIMIT).contains(&n) {
-            return Err(HttpError::InvalidLimit);
-        }
-        limit = Some(n);
-    }
-    Ok(limit.unwrap_or(DEFAULT_LIMIT))
-}
-
-/// Percent-decoding of one query component (`+` is a space); `None` when a `%` is not
-/// followed by two hex digits.
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let digit = |b: u8| (b as char).to_digit(16);
-                out.push((digit(hex[0])? * 16 + digit(hex[1])?) as u8);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 fn text_response(
     status: StatusCode,
     content_type: &'static str,
@@ -569,66 +491,6 @@ pub fn error_response(e: &HttpError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids() {
-        assert_eq!(parse_id("42"), Ok(42));
-        assert_eq!(parse_id("2147483647"), Ok(i32::MAX));
-        for bad in [
-            "",
-            "0",
-            "-1",
-            "+1",
-            "1.0",
-            "2147483648",
-            "99999999999",
-            "1e3",
-            "abc",
-            " 1",
-            "%31",
-        ] {
-            assert_eq!(parse_id(bad), Err(HttpError::InvalidId), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn limits() {
-        assert_eq!(parse_limit(None), Ok(16));
-        assert_eq!(parse_limit(Some("limit=5")), Ok(5));
-        assert_eq!(parse_limit(Some("x=1&limit=100")), Ok(100));
-        for bad in [
-            "limit=0",
-            "limit=101",
-            "limit=",
-            "limit",
-            "limit=-1",
-            "limit=1&limit=2",
-            "limit=1e2",
-            "limit=99999999999",
-            "limit=%35%00",
-            "%6Cimit=0",
-        ] {
-            assert_eq!(
-                parse_limit(Some(bad)),
-                Err(HttpError::InvalidLimit),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(parse_limit(Some("%6Cimit=%35")), Ok(5), "decoded first");
-        assert_eq!(parse_limit(Some("utm=a+b%20c&limit=7")), Ok(7));
-    }
-
-    #[test]
-    fn malformed_or_oversized_query_strings_are_refused() {
-        let long = format!("limit=5&x={}", "a".repeat(MAX_QUERY_BYTES));
-        for bad in ["%zz=1", "x=%", "x=%4", "limit=5&q=%G1", long.as_str()] {
-            assert_eq!(
-                parse_limit(Some(bad)),
-                Err(HttpError::InvalidQuery),
-                "{bad:?}"
-            );
-        }
-    }
 
     /// An app whose replica is port 1, where nothing listens: for what needs no query.
     fn app_without_database() -> App {

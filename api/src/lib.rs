@@ -6,7 +6,7 @@
 //! are banned and the request retried elsewhere, and an optional cache coalesces hot keys.
 //!
 //! Modules: [`config`] (flags, validated once into settings), [`server`] (the public and the
-//! operator listener, accept loop, shutdown, signals), [`http`] (routes and the HTTP contract),
+//! operator listener, accept loop, shutdown, signals), [`http`] (routes and the HTTP contract), [`params`] (the id and `limit`, checked),
 //! [`replicas`] (pools, routing, bans, health), [`query`] (the SQL), [`render`] (JSON bodies
 //! and ETags), [`assets`] (the embedded OpenAPI document and carousel widget), [`cache`],
 //! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
@@ -20,6 +20,7 @@ pub mod counters;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod params;
 pub mod query;
 pub mod render;
 pub mod replicas;
