@@ -43,22 +43,12 @@ impl JourneyFile {
         if file.stages.is_empty() {
             anyhow::bail!("{origin}: a journey needs at least one [[stage]]");
         }
-        let batch_ok = |b: u32| api::config::limits::BATCH_MAX.contains(&(b as usize));
-        if !batch_ok(file.defaults.batch_max) {
-            anyhow::bail!(
-                "{origin}: [defaults] batch_max = {} is out of range (1 to {}; 1 turns batching off)",
-                file.defaults.batch_max,
-                api::config::limits::BATCH_MAX.end()
-            );
-        }
+        check_batch_max(file.defaults.batch_max)
+            .map_err(|e| anyhow::anyhow!("{origin}: [defaults] {e}"))?;
         for (i, s) in file.stages.iter().enumerate() {
-            if let Some(b) = s.batch_max.filter(|b| !batch_ok(*b)) {
-                anyhow::bail!(
-                    "{origin}: stage {} ({}): batch_max = {b} is out of range (1 to {}; 1 turns batching off)",
-                    i + 1,
-                    s.name,
-                    api::config::limits::BATCH_MAX.end()
-                );
+            if let Some(b) = s.batch_max {
+                check_batch_max(b)
+                    .map_err(|e| anyhow::anyhow!("{origin}: stage {} ({}): {e}", i + 1, s.name))?;
             }
             // A stage reading from the primary may have no replica at all.
             let no_replica = s.replicas == 0 && s.serve_from == ServeFrom::Replicas;
@@ -91,6 +81,19 @@ impl JourneyFile {
 /// The API's `--batch-max` in every stage unless the file says otherwise: the size that served
 /// the most in `scripts/bench-batch` (results/api.md, "Batching").
 pub const DEFAULT_BATCH_MAX: u32 = 16;
+
+/// `batch_max` within the API's own `--batch-max` range.
+fn check_batch_max(b: u32) -> Result<(), String> {
+    let range = api::config::limits::BATCH_MAX;
+    if range.contains(&(b as usize)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "batch_max = {b} is out of range (1 to {}; 1 turns batching off)",
+            range.end()
+        ))
+    }
+}
 
 /// The data every stage reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
