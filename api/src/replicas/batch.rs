@@ -18,7 +18,7 @@
 //! own. A lookup whose batch was abandoned (the holder's request was dropped mid-query, at its
 //! deadline) sees its answer channel close and queues again: it is never answered wrongly.
 //!
-//! The decisions — which lookups go ([`BatchQueue::take`]), which ids and limit are queried
+//! The decisions — which lookups go (`BatchQueue::take`), which ids and limit are queried
 //! ([`plan`]), how the rows are split back ([`split`]) — are plain functions, tested here
 //! without a server; the integration tests compare batched answers with single ones on a real
 //! database.
