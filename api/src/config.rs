@@ -202,7 +202,7 @@ pub mod limits {
     pub const MAX_HEADER_BYTES: RangeInclusive<usize> = 8192..=1 << 20;
     /// Headers in one request.
     pub const MAX_HEADERS: RangeInclusive<usize> = 1..=1024;
-    /// Seconds a cached response lives (moka refuses more than 1000 years; a year is plenty).
+    /// Seconds a cached response lives (a year is plenty).
     pub const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=365 * 24 * 3600;
     /// Runtime worker threads of the `api` binary.
     pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;

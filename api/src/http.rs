@@ -320,7 +320,7 @@ impl App {
             limit,
         };
         let hit = match &self.cache {
-            Some(cache) => cache.get(&key).await,
+            Some(cache) => cache.get(&key),
             None => None,
         };
         let cached = match hit {

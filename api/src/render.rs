@@ -14,7 +14,7 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    fn new(body: Vec<u8>) -> Self {
+    pub(crate) fn new(body: Vec<u8>) -> Self {
         // A strong validator: the same bytes give the same tag on every instance, so a client
         // revalidating against another instance behind the balancer still gets its 304.
         let hash = xxhash_rust::xxh3::xxh3_64(&body);
