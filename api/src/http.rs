@@ -386,13 +386,11 @@ impl App {
             .fetch(key.product_id, i64::from(key.limit), deadline)
             .await?;
         Ok(match (key.shape, lookup) {
-            (Shape::Related, Lookup::Found(found)) => {
-                Ok(render::related(found.product_id, &found.items))
-            }
+            (Shape::Related, Lookup::Found(found)) => Ok(render::related(&found)),
             (Shape::Related, Lookup::UnknownProduct(_)) => Err(HttpError::ProductNotFound),
-            (Shape::Compat, Lookup::Found(found)) => Ok(render::compat(&found.items)),
+            (Shape::Compat, Lookup::Found(found)) => Ok(render::compat(&found)),
             // The original service answered an unknown id with `[]`; existing widgets expect it.
-            (Shape::Compat, Lookup::UnknownProduct(_)) => Ok(render::compat(&[])),
+            (Shape::Compat, Lookup::UnknownProduct(_)) => Ok(render::compat_empty()),
         })
     }
 }

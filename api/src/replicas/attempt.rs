@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::query::{describe, is_replica_failure, query_related, Lookup};
+use crate::query::{describe, is_replica_failure, query_related, Lookup, PgConnectionManager};
 
 use super::clock;
 use super::replica::Replica;
@@ -120,11 +120,32 @@ impl Replica {
             },
             _ = &mut failed => return Err(AttemptError::ConnectFailed),
         };
+        self.query_alone(
+            &mut conn,
+            product_id,
+            limit,
+            timeout,
+            patience,
+            is_last_usable,
+        )
+        .await
+    }
+
+    /// The query for one lookup on a connection already held.
+    pub(super) async fn query_alone(
+        &self,
+        conn: &mut bb8::PooledConnection<'_, PgConnectionManager>,
+        product_id: i32,
+        limit: i64,
+        timeout: Duration,
+        patience: Duration,
+        is_last_usable: impl Fn() -> bool,
+    ) -> Result<Lookup, AttemptError> {
         self.counters.queries.fetch_add(1, Relaxed);
         self.totals.batches.observe(1);
         let answer = self
             .within_patience(
-                query_related(&conn, product_id, limit),
+                query_related(conn, product_id, limit),
                 timeout,
                 patience,
                 is_last_usable,

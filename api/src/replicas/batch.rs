@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::query::{
@@ -188,18 +189,14 @@ pub fn split(mut found: Vec<RelatedItems>, lookups: &[(i32, i64)]) -> Vec<Lookup
             };
             let keep = usize::try_from(limit).unwrap_or(0);
             let last_of_id = !lookups[i + 1..].iter().any(|&(other, _)| other == id);
-            let items = if last_of_id {
+            let mut items = if last_of_id {
                 // No later lookup needs this product's rows: hand them over.
-                let mut items = std::mem::take(&mut product.items);
-                items.truncate(keep);
-                items
+                std::mem::replace(product, RelatedItems::new(id))
             } else {
-                product.items[..keep.min(product.items.len())].to_vec()
+                product.clone()
             };
-            Lookup::Found(RelatedItems {
-                product_id: id,
-                items,
-            })
+            items.truncate(keep);
+            Lookup::Found(items)
         })
         .collect()
 }
@@ -228,6 +225,23 @@ impl Replica {
         is_last_usable: impl Fn() -> bool,
     ) -> Answer {
         let _in_flight = InFlight::enter(self);
+        // Nothing waiting and a connection free: the lookup goes alone at once, exactly as
+        // with batching off (no queue, no channels, the single-product statement), so that
+        // batching costs nothing below saturation.
+        if self.batch.is_empty() {
+            if let Some(Ok(mut conn)) = self.pool.get().now_or_never() {
+                return self
+                    .query_alone(
+                        &mut conn,
+                        product_id,
+                        limit,
+                        timeout,
+                        patience,
+                        is_last_usable,
+                    )
+                    .await;
+            }
+        }
         let failed = self.signals.failed.notified();
         tokio::pin!(failed);
         failed.as_mut().enable();
@@ -377,28 +391,25 @@ mod tests {
     use super::*;
     use crate::query::RelatedItem;
 
-    fn item(id: i32) -> RelatedItem {
-        RelatedItem {
-            id,
-            name: format!("n{id}"),
-            category: "c".into(),
-            price_cents: id,
-            image_url: "u".into(),
-            rating: 1.5,
-            review_count: 2,
-        }
-    }
-
     fn product(id: i32, items: &[i32]) -> RelatedItems {
-        RelatedItems {
-            product_id: id,
-            items: items.iter().map(|&i| item(i)).collect(),
+        let mut p = RelatedItems::new(id);
+        for &i in items {
+            p.push(RelatedItem {
+                id: i,
+                name: &format!("n{i}"),
+                category: "c",
+                price_cents: i,
+                image_url: "u",
+                rating: 1.5,
+                review_count: 2,
+            });
         }
+        p
     }
 
     fn found(lookup: &Lookup) -> Vec<i32> {
         match lookup {
-            Lookup::Found(f) => f.items.iter().map(|i| i.id).collect(),
+            Lookup::Found(f) => f.items().map(|i| i.id).collect(),
             Lookup::UnknownProduct(id) => panic!("{id} unknown"),
         }
     }
