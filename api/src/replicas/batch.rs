@@ -70,6 +70,10 @@ pub(super) struct Ticket {
 /// The lookups waiting for a replica's connections, oldest first.
 pub struct BatchQueue {
     max: usize,
+    /// The replica's pool size: a queue no longer than that drains in about one query time
+    /// with one lookup per query, and measured at half the maximum rate, batching such a
+    /// queue cost p99 latency (results/api.md, "Batching") for no throughput.
+    shallow: usize,
     inner: Mutex<Queue>,
 }
 
@@ -80,9 +84,12 @@ struct Queue {
 }
 
 impl BatchQueue {
-    pub fn new(max: NonZeroUsize) -> Self {
+    /// `max` lookups per query at most; a queue of `shallow` lookups or fewer is taken one
+    /// at a time (see [`BatchQueue::take`]).
+    pub fn new(max: NonZeroUsize, shallow: usize) -> Self {
         BatchQueue {
             max: max.get(),
+            shallow,
             inner: Mutex::new(Queue::default()),
         }
     }
@@ -123,12 +130,18 @@ impl BatchQueue {
         Ticket { id, answer, taken }
     }
 
-    /// Up to `--batch-max` lookups, oldest first, for one query. Lookups whose request has gone
-    /// (its deadline passed, its client left) are dropped on the way rather than queried.
+    /// Up to `--batch-max` lookups, oldest first, for one query; only the oldest while the
+    /// queue is shallow (no longer than the pool). Lookups whose request has gone (its deadline
+    /// passed, its client left) are dropped on the way rather than queried.
     pub(super) fn take(&self) -> Vec<Waiting> {
         let mut q = self.lock();
-        let mut batch = Vec::with_capacity(self.max.min(q.waiting.len()));
-        while batch.len() < self.max {
+        let max = if q.waiting.len() <= self.shallow {
+            1
+        } else {
+            self.max
+        };
+        let mut batch = Vec::with_capacity(max.min(q.waiting.len()));
+        while batch.len() < max {
             let Some(mut w) = q.waiting.pop_front() else {
                 break;
             };
@@ -415,7 +428,7 @@ mod tests {
     }
 
     fn queue(max: usize) -> BatchQueue {
-        BatchQueue::new(NonZeroUsize::new(max).unwrap())
+        BatchQueue::new(NonZeroUsize::new(max).unwrap(), 0)
     }
 
     fn push(q: &BatchQueue, id: i32) -> Ticket {
@@ -447,6 +460,21 @@ mod tests {
         assert_eq!(ids(q.take()), [4, 5, 6]);
         assert_eq!(ids(q.take()), [7]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_queue_no_longer_than_the_pool_is_taken_one_at_a_time() {
+        let q = BatchQueue::new(NonZeroUsize::new(16).unwrap(), 4);
+        let _rx: Vec<_> = (1..=6).map(|id| push(&q, id)).collect();
+        let ids = |b: Vec<Waiting>| b.iter().map(|w| w.product_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(q.take()),
+            [1, 2, 3, 4, 5, 6],
+            "six waiting, pool of four"
+        );
+        let _rx: Vec<_> = (7..=10).map(|id| push(&q, id)).collect();
+        assert_eq!(ids(q.take()), [7]);
+        assert_eq!(ids(q.take()), [8]);
     }
 
     #[test]

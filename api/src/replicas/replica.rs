@@ -95,7 +95,7 @@ impl Replica {
         );
         // retry_connection(false): a refused connect must fail the waiting request over to
         // another replica now, not after the pool timeout.
-        let batch = BatchQueue::new(pool.batch_max);
+        let batch = BatchQueue::new(pool.batch_max, pool.size.get() as usize);
         let pool = bb8::Pool::builder()
             .max_size(pool.size.get())
             .min_idle(None)
