@@ -91,8 +91,10 @@ impl ResponseCache {
     where
         F: std::future::Future<Output = Result<CachedResponse, HttpError>>,
     {
-        let mut load = Some(load);
-        loop {
+        // `load` is awaited in place, at the end: moving it into another future first would
+        // give this future room for two copies of it (rustc keeps a moved-from local's
+        // storage), and the load is kilobytes.
+        let done = loop {
             // Decided under the shard's lock, acted on after it is released: the guard must
             // not live across an await.
             let next = {
@@ -110,10 +112,7 @@ impl ResponseCache {
                 }
             };
             let mut waiting = match next {
-                Ok(done) => {
-                    let load = load.take().expect("a request leads at most one load");
-                    return self.lead(key, load, done).await;
-                }
+                Ok(done) => break done,
                 Err(waiting) => waiting,
             };
             // Another request is loading this key: wait for its result. A closed channel
@@ -132,13 +131,7 @@ impl ResponseCache {
                     }
                 }
             }
-        }
-    }
-
-    async fn lead<F>(&self, key: CacheKey, load: F, done: watch::Sender<Option<Loaded>>) -> Loaded
-    where
-        F: std::future::Future<Output = Result<CachedResponse, HttpError>>,
-    {
+        };
         // Dropped before the load ends (the request's deadline, a closed connection), the
         // guard takes the key off the loading list before the channel closes, so that a waiter
         // woken by the close finds no stale load to wait on.
