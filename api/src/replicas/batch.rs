@@ -3,12 +3,13 @@
 //! Each replica keeps a queue of the lookups waiting for one of its pooled connections
 //! ([`BatchQueue`]). A request puts its lookup in the queue, then waits for whichever comes
 //! first: its answer (another request's connection served it), or a connection of its own. A
-//! request that gets a connection holds it: it takes up to `--batch-max` queued lookups, oldest
-//! first (its own among them if still queued), answers them with one query over an array of ids
+//! request that gets a connection holds it: it takes its share of the queued lookups (the queue
+//! over the pool's connections, at most `--batch-max`), oldest first (its own among them if
+//! still queued), answers them with one query over an array of ids
 //! ([`crate::query::RELATED_MANY_SQL`]), and repeats until its own lookup is answered or the
 //! queue is empty; then the connection goes back to the pool, and so to the next waiting
-//! request. There is no timer: a request that finds a free connection takes the queue as it
-//! is, usually only itself, and goes at once. Batches form only while requests outnumber
+//! request. There is no timer: a request that finds the queue empty and a connection free
+//! queries alone at once, as with batching off. Batches form only while requests outnumber
 //! connections, which is when a query saved matters.
 //!
 //! What each request gets stays its own: a duplicate id in a batch is fetched once, the largest
@@ -70,10 +71,11 @@ pub(super) struct Ticket {
 /// The lookups waiting for a replica's connections, oldest first.
 pub struct BatchQueue {
     max: usize,
-    /// The replica's pool size: a queue no longer than that drains in about one query time
-    /// with one lookup per query, and measured at half the maximum rate, batching such a
-    /// queue cost p99 latency (results/api.md, "Batching") for no throughput.
-    shallow: usize,
+    /// The replica's pool size. A freed connection takes its share of the queue, not all it
+    /// can: a queue no longer than the pool drains in about one query time one lookup per
+    /// query, and at half the maximum rate taking more cost p99 for no throughput
+    /// (results/api.md, "Batching", run F).
+    connections: usize,
     inner: Mutex<Queue>,
 }
 
@@ -84,12 +86,12 @@ struct Queue {
 }
 
 impl BatchQueue {
-    /// `max` lookups per query at most; a queue of `shallow` lookups or fewer is taken one
-    /// at a time (see [`BatchQueue::take`]).
-    pub fn new(max: NonZeroUsize, shallow: usize) -> Self {
+    /// `max` lookups per query at most, the queue shared over `connections` (the replica's
+    /// pool size; see [`BatchQueue::take`]).
+    pub fn new(max: NonZeroUsize, connections: usize) -> Self {
         BatchQueue {
             max: max.get(),
-            shallow,
+            connections: connections.max(1),
             inner: Mutex::new(Queue::default()),
         }
     }
@@ -130,16 +132,17 @@ impl BatchQueue {
         Ticket { id, answer, taken }
     }
 
-    /// Up to `--batch-max` lookups, oldest first, for one query; only the oldest while the
-    /// queue is shallow (no longer than the pool). Lookups whose request has gone (its deadline
-    /// passed, its client left) are dropped on the way rather than queried.
+    /// The oldest lookups for one query: this connection's share of the queue (its length
+    /// over the pool's connections, rounded up), at least one and at most `--batch-max`.
+    /// Lookups whose request has gone (its deadline passed, its client left) are dropped on
+    /// the way rather than queried.
     pub(super) fn take(&self) -> Vec<Waiting> {
         let mut q = self.lock();
-        let max = if q.waiting.len() <= self.shallow {
-            1
-        } else {
-            self.max
-        };
+        let max = q
+            .waiting
+            .len()
+            .div_ceil(self.connections)
+            .clamp(1, self.max);
         let mut batch = Vec::with_capacity(max.min(q.waiting.len()));
         while batch.len() < max {
             let Some(mut w) = q.waiting.pop_front() else {
@@ -463,18 +466,27 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_no_longer_than_the_pool_is_taken_one_at_a_time() {
+    fn a_connection_takes_its_share_of_the_queue() {
         let q = BatchQueue::new(NonZeroUsize::new(16).unwrap(), 4);
-        let _rx: Vec<_> = (1..=6).map(|id| push(&q, id)).collect();
         let ids = |b: Vec<Waiting>| b.iter().map(|w| w.product_id).collect::<Vec<_>>();
+        let _rx: Vec<_> = (1..=4).map(|id| push(&q, id)).collect();
         assert_eq!(
             ids(q.take()),
-            [1, 2, 3, 4, 5, 6],
-            "six waiting, pool of four"
+            [1],
+            "four waiting, four connections: one each"
         );
-        let _rx: Vec<_> = (7..=10).map(|id| push(&q, id)).collect();
-        assert_eq!(ids(q.take()), [7]);
-        assert_eq!(ids(q.take()), [8]);
+        let _rx: Vec<_> = (5..=10).map(|id| push(&q, id)).collect();
+        assert_eq!(
+            ids(q.take()),
+            [2, 3, 4],
+            "nine waiting: a quarter, rounded up"
+        );
+        let _rx: Vec<_> = (11..=200).map(|id| push(&q, id)).collect();
+        assert_eq!(
+            q.take().len(),
+            16,
+            "a deep queue: the most one query may answer"
+        );
     }
 
     #[test]
