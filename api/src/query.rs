@@ -84,9 +84,8 @@ pub struct RelatedItems {
 #[derive(Debug, Clone, PartialEq)]
 struct Card {
     id: i32,
-    /// Where name, category and image URL end in the text; each starts where the last ended,
-    /// the first at `start`.
-    start: u32,
+    /// Where name, category and image URL end in the text; each starts where the one before
+    /// ended (the card's first where the previous card's last ended, or at 0).
     ends: [u32; 3],
     price_cents: i32,
     rating: f64,
@@ -109,7 +108,6 @@ impl RelatedItems {
             self.cards.reserve(16);
             self.text.reserve(16 * 160);
         }
-        let start = text_offset(&self.text);
         let mut ends = [0; 3];
         for (end, part) in ends
             .iter_mut()
@@ -120,7 +118,6 @@ impl RelatedItems {
         }
         self.cards.push(Card {
             id: item.id,
-            start,
             ends,
             price_cents: item.price_cents,
             rating: item.rating,
@@ -143,11 +140,12 @@ impl RelatedItems {
 
     /// The cards, in position order.
     pub fn items(&self) -> impl ExactSizeIterator<Item = RelatedItem<'_>> + Clone + '_ {
-        self.cards.iter().map(|c| {
+        self.cards.iter().enumerate().map(|(i, c)| {
             let part = |from: u32, to: u32| &self.text[from as usize..to as usize];
+            let start = i.checked_sub(1).map_or(0, |prev| self.cards[prev].ends[2]);
             RelatedItem {
                 id: c.id,
-                name: part(c.start, c.ends[0]),
+                name: part(start, c.ends[0]),
                 category: part(c.ends[0], c.ends[1]),
                 price_cents: c.price_cents,
                 image_url: part(c.ends[1], c.ends[2]),

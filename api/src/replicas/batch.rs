@@ -73,8 +73,8 @@ pub struct BatchQueue {
     max: usize,
     /// The replica's pool size. A freed connection takes its share of the queue, not all it
     /// can: a queue no longer than the pool drains in about one query time one lookup per
-    /// query, and at half the maximum rate taking more cost p99 for no throughput
-    /// (results/api.md, "Batching", run F).
+    /// query, and at half the maximum rate taking all it could cost p99 for no throughput
+    /// (results/api.md, "Batching", runs F to H).
     connections: usize,
     inner: Mutex<Queue>,
 }
