@@ -68,9 +68,9 @@ pub struct Config {
     /// Most lookups one query may answer: when a pooled connection comes free and several
     /// requests wait for that replica, up to this many go out as one query over an array of
     /// ids. No request ever waits for company: a lone request goes at once. 1 (the default)
-    /// turns batching off: one query per request. 16 served the most in results/api.md (+22 to
-    /// +63% requests/s at saturation), but batched instances there also had stalls not yet
-    /// explained (queries past the timeout, p99 rounds of 100-750 ms), so it is opt-in for now.
+    /// turns batching off: one query per request. 16 served the most in results/api.md (+51 to
+    /// +73% requests/s at saturation, the same p99 at half load), but on oversubscribed cores
+    /// its p99 at saturation was 3 to 30 times the unbatched one, so it is opt-in.
     #[arg(long, env = "API_BATCH_MAX", default_value_t = 1)]
     pub batch_max: usize,
 
