@@ -56,7 +56,9 @@ pub const RELATED_MANY_SQL: &str = related_sql!("p.id = ANY($1::int4[])", "p.id,
 pub const REPLAY_SQL: &str =
     "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()";
 
-/// One card of the carousel, as it is rendered: its text borrowed from its [`RelatedItems`].
+/// One card of the carousel: its text borrowed from its [`RelatedItems`]. Its `Serialize` is
+/// the response format; `render` writes the same bytes field by field (a unit test holds
+/// them equal), so a field added here must be added there.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RelatedItem<'a> {
     pub id: i32,
