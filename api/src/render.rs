@@ -105,6 +105,19 @@ fn write_i32(out: &mut Vec<u8>, value: i32) {
 
 /// As serde_json writes an `f64`: shortest round-trip digits, `null` when not finite.
 fn write_f64(out: &mut Vec<u8>, value: f64) {
+    // A rating is a numeric(2,1): the f64 nearest to a number of tenths, whose shortest digits
+    // are those tenths ("4.3", "5.0"), written without the shortest-digits search.
+    let tenths = (value * 10.0).round();
+    if value.is_sign_positive() && tenths < 100.0 && tenths / 10.0 == value {
+        let tenths = tenths as u8;
+        if tenths >= 10 {
+            out.push(b'0' + tenths / 10);
+            out.extend_from_slice(&[b'.', b'0' + tenths % 10]);
+        } else {
+            out.extend_from_slice(&[b'0', b'.', b'0' + tenths]);
+        }
+        return;
+    }
     if value.is_finite() {
         CompactFormatter
             .write_f64(out, value)
@@ -149,9 +162,8 @@ mod tests {
     use crate::query::RelatedItem;
 
     fn two_cards() -> RelatedItems {
-        let mut found = RelatedItems::new(42);
-        for (id, name) in [(7, "Café \"Ünïcode\" mug"), (9, "Plain\\tea")] {
-            found.push(RelatedItem {
+        let cards =
+            [(7, "Café \"Ünïcode\" mug"), (9, "Plain\\tea")].map(|(id, name)| RelatedItem {
                 id,
                 name,
                 category: "Kitchen",
@@ -160,8 +172,7 @@ mod tests {
                 rating: 4.5,
                 review_count: 12,
             });
-        }
-        found
+        RelatedItems::from_items(42, cards)
     }
 
     #[test]
@@ -190,7 +201,8 @@ mod tests {
     #[test]
     fn hand_written_cards_are_the_bytes_serde_json_writes() {
         // Every ASCII byte (controls, quote, backslash, DEL), multi-byte text, numbers at
-        // their edges and ratings serde_json writes in exponent form or as null.
+        // their edges, ratings in tenths and not, and those serde_json writes in exponent form
+        // or as null.
         let every_ascii: String = (0u8..0x80).map(char::from).collect();
         let texts = [
             "",
@@ -201,20 +213,24 @@ mod tests {
             "雪 ❄ 🎿",
         ];
         let numbers = [0, 1, -1, 42, i32::MAX, i32::MIN];
-        let ratings = [
-            0.0,
-            4.5,
-            4.0,
-            0.1,
+        let mut ratings = vec![
+            -0.0,
             -2.5,
             1e-7,
             1e21,
+            0.1 + 0.2,
+            4.35,
+            9.95,
+            99.9,
             f64::NAN,
             f64::INFINITY,
         ];
-        let mut found = RelatedItems::new(-7);
-        for (i, rating) in ratings.into_iter().enumerate() {
-            found.push(RelatedItem {
+        // Every number of tenths a rating can hold, and past it.
+        ratings.extend((0..=120).map(|tenths| f64::from(tenths) / 10.0));
+        let items = ratings
+            .into_iter()
+            .enumerate()
+            .map(|(i, rating)| RelatedItem {
                 id: numbers[i % numbers.len()],
                 name: texts[i % texts.len()],
                 category: texts[(i + 1) % texts.len()],
@@ -223,7 +239,7 @@ mod tests {
                 rating,
                 review_count: numbers[(i + 3) % numbers.len()],
             });
-        }
+        let found = RelatedItems::from_items(-7, items);
         let cards: Vec<RelatedItem<'_>> = found.items().collect();
         let expected = serde_json::to_string(&cards).unwrap();
         assert_eq!(compat(&found).body, expected);

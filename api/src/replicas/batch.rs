@@ -408,19 +408,17 @@ mod tests {
     use crate::query::RelatedItem;
 
     fn product(id: i32, items: &[i32]) -> RelatedItems {
-        let mut p = RelatedItems::new(id);
-        for &i in items {
-            p.push(RelatedItem {
-                id: i,
-                name: &format!("n{i}"),
-                category: "c",
-                price_cents: i,
-                image_url: "u",
-                rating: 1.5,
-                review_count: 2,
-            });
-        }
-        p
+        let names: Vec<String> = items.iter().map(|i| format!("n{i}")).collect();
+        let cards = items.iter().zip(&names).map(|(&i, name)| RelatedItem {
+            id: i,
+            name,
+            category: "c",
+            price_cents: i,
+            image_url: "u",
+            rating: 1.5,
+            review_count: 2,
+        });
+        RelatedItems::from_items(id, cards)
     }
 
     fn found(lookup: &Lookup) -> Vec<i32> {
