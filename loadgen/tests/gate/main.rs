@@ -3,13 +3,20 @@
 //! JSON report. The slower candidate spends 300 µs of CPU per request (`--debug-spin-us`, which
 //! only debug builds of the API have; tests run debug builds, in which the API itself, not the
 //! database, is what limits requests/s, so a smaller pool would not slow it reliably).
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so the gate's timed
+//! rounds share the cores with no other test. Inside the loadgen binary they ran beside the
+//! journeys, the drill and nginx's failover test, and an A/A run once measured 0.66 of itself.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::test_dir;
+/// A fresh directory that the postgres system user can reach (tests run as root in CI).
+fn test_dir() -> tempfile::TempDir {
+    stack::process::scratch_dir("loadgen-gate-test-").expect("temporary directory")
+}
 
 /// Run a small gate with `extra` flags; returns whether it passed, its report and its output.
 fn gate(dir: &Path, name: &str, extra: &[&str]) -> (bool, Value, String) {
