@@ -110,12 +110,7 @@ fn write_f64(out: &mut Vec<u8>, value: f64) {
     let tenths = (value * 10.0).round();
     if value.is_sign_positive() && tenths < 100.0 && tenths / 10.0 == value {
         let tenths = tenths as u8;
-        if tenths >= 10 {
-            out.push(b'0' + tenths / 10);
-            out.extend_from_slice(&[b'.', b'0' + tenths % 10]);
-        } else {
-            out.extend_from_slice(&[b'0', b'.', b'0' + tenths]);
-        }
+        out.extend_from_slice(&[b'0' + tenths / 10, b'.', b'0' + tenths % 10]);
         return;
     }
     if value.is_finite() {
