@@ -10,7 +10,8 @@
 //! [`replicas`] (pools, routing, bans, health), [`query`] (the SQL), [`render`] (JSON bodies
 //! and ETags), [`assets`] (the embedded OpenAPI document and carousel widget), [`cache`],
 //! [`counters`] (process-wide counts), [`metrics`] (the only writer of Prometheus text),
-//! [`error`], [`alloc`] (the malloc setting the binaries start with).
+//! [`error`], [`alloc`] and [`sched`] (the malloc setting and the scheduling policy the binary
+//! starts with).
 
 pub mod alloc;
 pub mod assets;
@@ -24,6 +25,7 @@ pub mod params;
 pub mod query;
 pub mod render;
 pub mod replicas;
+pub mod sched;
 pub mod server;
 
 pub use config::{Config, ConfigError, PoolCheck, Settings};

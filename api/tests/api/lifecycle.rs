@@ -1,6 +1,7 @@
 //! The process lifecycle through the real binary: SIGHUP reloads the replica list (a replica
 //! added to the cluster takes traffic, no request fails), SIGTERM lets in-flight requests
-//! finish and exits 0; and the per-request deadline gives 504.
+//! finish and exits 0; the per-request deadline gives 504; `--scheduling batch` reaches every
+//! thread.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -252,6 +253,53 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 
 /// Nonsense configuration is refused before anything starts: the binary exits non-zero with a
 /// message naming the flag and its variable, and the in-process server returns the same error.
+/// The scheduling policy (field 41 of `/proc/<pid>/task/<tid>/stat`) of each of a process's
+/// threads, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // The name is in parentheses and may hold spaces; the fields after it start at 3.
+        let (name, rest) = stat.rsplit_once(") ").unwrap();
+        let name = name.split_once(" (").unwrap().1.to_string();
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        policies.push((name, policy));
+    }
+    policies
+}
+
+/// `--scheduling batch` puts every thread of the process under SCHED_BATCH (3), the runtime's
+/// workers included, and the process answers as before; by default every thread keeps the
+/// kernel's default policy (0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_batch_covers_every_thread() {
+    let cluster = fixture_cluster(0).await;
+    let url = cluster.api_url(0);
+    for (scheduling, policy) in [("batch", 3), ("normal", 0)] {
+        let api = ApiProcess::start(
+            &["--worker-threads", "2"],
+            &[("API_REPLICAS", &url), ("API_SCHEDULING", scheduling)],
+        );
+        api.wait_ready().await;
+        let r = reqwest::get(format!("{}/products/1/related", api.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let threads = thread_policies(api.child.id());
+        let workers = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("tokio-"))
+            .count();
+        assert!(workers >= 2, "{scheduling}: {threads:?}");
+        assert!(
+            threads.iter().all(|&(_, p)| p == policy),
+            "{scheduling}: {threads:?}"
+        );
+    }
+}
+
 /// No cluster: nothing is ever connected to.
 #[tokio::test]
 async fn nonsense_configuration_is_refused_at_start() {
@@ -282,6 +330,12 @@ async fn nonsense_configuration_is_refused_at_start() {
     assert!(
         stderr
             .contains("--query-timeout-ms (API_QUERY_TIMEOUT_MS) must be from 1 to 3600000; got 0"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--scheduling", "fast"], &[]);
+    assert!(
+        stderr.contains("invalid value 'fast' for '--scheduling <SCHEDULING>'")
+            && stderr.contains("[possible values: normal, batch]"),
         "{stderr}"
     );
     let stderr = refused(&["--worker-threads", "0"], &[]);
