@@ -105,7 +105,7 @@ impl RelatedItems {
     }
 
     /// A product's cards, in position order (the query path builds its products from rows
-    /// instead: [`products_of`]).
+    /// instead: `products_of`).
     pub fn from_items<'a>(
         product_id: i32,
         items: impl IntoIterator<Item = RelatedItem<'a>>,

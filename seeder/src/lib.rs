@@ -6,7 +6,7 @@
 //! ledger, so a killed run resumes where it stopped), then builds the indexes, runs VACUUM ANALYZE
 //! and grants the API role SELECT. [`build_relation_index`] is the `seeder index` step for a
 //! database loaded with `no_index`. [`export_csv`] and [`import_csv`] move a catalog through CSV
-//! files (format in [`csvio`]). [`write`] (`seeder write`, module [`writes`]) rewrites related
+//! files (format in [`csvio`]). [`write`](fn@write) (`seeder write`, module [`writes`]) rewrites related
 //! lists and prices on a loaded primary at a chosen rate: the write peak of the story's CQRS
 //! chapter, which the journey runs next to its read load.
 

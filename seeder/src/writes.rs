@@ -13,7 +13,7 @@
 //! caller that measures something else meanwhile (the journey) opens its window with the writer
 //! ready; [`Writer::run`] paces the transactions until the duration is over or `stop` fires,
 //! counting the committed work into a [`WriteProgress`] that the caller may read at any moment.
-//! [`write`] does both with a progress counter on a terminal: the command line's entry point.
+//! [`write`](fn@write) does both with a progress counter on a terminal: the command line's entry point.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

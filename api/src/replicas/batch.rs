@@ -87,7 +87,7 @@ struct Queue {
 
 impl BatchQueue {
     /// `max` lookups per query at most, the queue shared over `connections` (the replica's
-    /// pool size; see [`BatchQueue::take`]).
+    /// pool size; see `BatchQueue::take`).
     pub fn new(max: NonZeroUsize, connections: usize) -> Self {
         BatchQueue {
             max: max.get(),

@@ -7,7 +7,7 @@
 //! another day cannot tell a 10% regression from a busier machine; comparing within one run can.
 //!
 //! - [`gate`]: the run (topology, both APIs, the rounds);
-//! - [`reference`]: which commit is the reference, its worktree and its build;
+//! - [`reference`](mod@reference): which commit is the reference, its worktree and its build;
 //! - [`verdict`]: the report model, the rules per metric, the table;
 //! - [`interval`]: the paired ratio's bootstrap interval;
 //! - [`recorded`]: `results/baseline.json`, kept for the trend and as the fallback verdict;

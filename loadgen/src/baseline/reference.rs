@@ -8,7 +8,7 @@
 //! take the other's artifacts for their own.
 //!
 //! When there is nothing to build (the baseline names no commit, the commit is not in this
-//! clone, or it is the candidate itself), [`resolve`] says why, and the gate falls back to the
+//! clone, or it is the candidate itself), [`check`] says why, and the gate falls back to the
 //! recorded figure.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! A primary with streaming read replicas: creating it, finding it again from its state file,
 //! stopping single nodes (to test failover), adding replicas, and tearing it all down.
-//! Bringing an existing topology back up without losing its data is in [`restart`].
+//! Bringing an existing topology back up without losing its data is in `restart`.
 
 mod faults;
 mod restart;
