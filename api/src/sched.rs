@@ -7,8 +7,8 @@
 //! woken worker waits for the running task's turn to end, so the cores switch less often
 //! between the API, the backends and the clients. It trades a little latency under contention
 //! for CPU: in `results/api.md` (runs P and S) it took a tenth to a seventh off the API's CPU
-//! per request at saturation. Nothing changes the API's priority (no `nice`, no real-time policy), so it
-//! needs no privilege.
+//! per request at saturation. Nothing changes the API's priority (no `nice`, no real-time
+//! policy), so it needs no privilege.
 
 /// The policy of `--scheduling`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
