@@ -1,6 +1,6 @@
 \set id random(1, :products)
 \set lim 16
-SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
+SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating, r.review_count, r.position
 FROM products p
 LEFT JOIN LATERAL (
     SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
@@ -10,5 +10,4 @@ LEFT JOIN LATERAL (
     ORDER BY ri.position
     LIMIT :lim
 ) r ON true
-WHERE p.id = :id
-ORDER BY r.position;
+WHERE p.id = :id;

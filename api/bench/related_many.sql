@@ -9,7 +9,7 @@
 \set i6 random(1, :products)
 \set i7 random(1, :products)
 \set lim 16
-SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating::float8, r.review_count
+SELECT p.id, r.id, r.name, r.category, r.price_cents, r.image_url, r.rating, r.review_count, r.position
 FROM products p
 LEFT JOIN LATERAL (
     SELECT q.id, q.name, q.category, q.price_cents, q.image_url, q.rating, q.review_count, ri.position
@@ -19,5 +19,4 @@ LEFT JOIN LATERAL (
     ORDER BY ri.position
     LIMIT :lim
 ) r ON true
-WHERE p.id = ANY(ARRAY[:i1,:i2,:i3,:i4,:i5,:i6,:i7]::int4[])
-ORDER BY p.id, r.position;
+WHERE p.id = ANY(ARRAY[:i1,:i2,:i3,:i4,:i5,:i6,:i7]::int4[]);
