@@ -7,8 +7,8 @@
 //! statement: no SQL is ever built from request text.
 //!
 //! Two things the database would do for every lookup are done here instead: the rows are put
-//! in position order by [`products_of`] rather than by an outer `ORDER BY`, and the `numeric`
-//! rating is decoded from its binary form ([`Rating`]) rather than cast to `float8`, which
+//! in position order by `products_of` rather than by an outer `ORDER BY`, and the `numeric`
+//! rating is decoded from its binary form (`Rating`) rather than cast to `float8`, which
 //! PostgreSQL does through the number's text. Together they were about a tenth of the
 //! database's time per lookup (results/api.md, "The sort and the cast moved into the API").
 
@@ -362,10 +362,11 @@ pub async fn query_related(
 /// with its product's id and ends with the item's position; a product without relations has
 /// one row whose item columns are NULL.
 ///
-/// The rows come grouped by product and in position order from every plan PostgreSQL makes of
-/// the SQL (an index scan of the ids, then each product's items from its index range), but
-/// without an outer `ORDER BY` nothing promises it: rows out of that order are sorted here
-/// first, which the database would otherwise do for every lookup.
+/// With the primary keys' indexes the rows come in product, then position order (an index scan
+/// of the ids, then each product's items from its index range); without them (the journey's
+/// first stage) the products come in table order. Without an outer `ORDER BY` nothing promises
+/// either, so rows not in product, then position order are sorted here first, which the
+/// database would otherwise do for every lookup.
 ///
 /// A product's texts are checked as UTF-8 once, all together, rather than column by column (the
 /// per-column checks were 2.3% of the API's CPU when uncached; results/api.md, run M). Only if
@@ -386,7 +387,7 @@ fn products_of(rows: &[tokio_postgres::Row]) -> Result<Vec<RelatedItems>, tokio_
 type RowKey = (i32, Option<i16>);
 
 /// The order to read rows in by their keys: `None` when they already are in product, then
-/// position order (as every plan returns them), else their indexes sorted by key.
+/// position order (as an index plan returns them), else their indexes sorted by key.
 fn reading_order(keys: &[RowKey]) -> Option<Vec<usize>> {
     if keys.windows(2).all(|pair| pair[0] < pair[1]) {
         return None;
