@@ -55,15 +55,19 @@ start_api() {
     --replica-file "$REPLICA_FILE" "$@" 2>>"$LOG" &
   API_PIDS[$name]=$!
   API_PORTS[$name]=$port
-  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
-    # An API that exits at start-up (a refused flag) never gets ready: say so rather than wait.
-    if ! kill -0 "${API_PIDS[$name]}" 2>/dev/null; then
-      echo "api $name exited at start-up (flags: $*); its error is in $LOG" >&2
+  wait_ready "$name" "http://127.0.0.1:$port/readyz"
+  PRODUCTS=$PRODUCTS wrk -t2 -c "$CONC" -d2s -s "$BENCH/uniform.lua" "http://127.0.0.1:$port" >/dev/null
+}
+# wait_ready NAME URL: until URL answers; a server NAME (in API_PIDS) that exits first, say
+# because it refused a flag, never will: that stops the script with a message instead.
+wait_ready() {
+  until curl -sf "$2" >/dev/null; do
+    if ! kill -0 "${API_PIDS[$1]}" 2>/dev/null; then
+      echo "$1 exited before $2 answered; its error is in $LOG" >&2
       exit 1
     fi
     sleep 0.2
   done
-  PRODUCTS=$PRODUCTS wrk -t2 -c "$CONC" -d2s -s "$BENCH/uniform.lua" "http://127.0.0.1:$port" >/dev/null
 }
 stop_all() {
   for pid in "${API_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
