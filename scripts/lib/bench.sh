@@ -1,8 +1,9 @@
-# Shared by the API benchmarks (scripts/bench-batch, scripts/bench-floor): the one-replica
-# stack, its data in memory, API instances on their own ports, and wrk/pgbench runs that print
-# one row each. Source it after setting ROOT, BIN, DIR, PRODUCTS, CONC, DURATION and LOG.
+# Shared by the API benchmarks (scripts/bench-api, bench-batch, bench-budget, bench-floor): the
+# one-replica stack, its data in memory, API instances on their own ports, and wrk/pgbench runs
+# that print one row each. Source it after setting ROOT, BIN, DIR, PRODUCTS, CONC, DURATION and
+# LOG.
 #
-# The method is scripts/bench-api's: `loadgen up --replicas 1 --products 0
+# The method: `loadgen up --replicas 1 --products 0
 # --shared-buffers-mb 2048`, the seeder's PRODUCTS x 16, every table and index of the replica read
 # into shared buffers (pg_prewarm) and scanned once so the replica sets the hint bits a fresh
 # load leaves unset (they are not WAL-logged; otherwise the first minutes of every measurement
@@ -69,6 +70,12 @@ wait_ready() {
     sleep 0.2
   done
 }
+# stop_api NAME: stops one server and forgets it.
+stop_api() {
+  kill -TERM "${API_PIDS[$1]}"
+  wait "${API_PIDS[$1]}" || true
+  unset "API_PIDS[$1]"
+}
 stop_all() {
   for pid in "${API_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 }
@@ -95,6 +102,16 @@ wrk_run() {
   p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') ${non2xx:-0}"
+}
+
+# pgbench_run CLIENTS: one pgbench run of DURATION seconds of the API's single-product SQL on the
+# replica; prints "tps latency_avg_ms - - 0" (wrk_run's columns, those pgbench has not as "-").
+pgbench_run() {
+  local out
+  out=$(pgbench -n -M prepared -f "$BENCH/related.sql" -D products="$PRODUCTS" -c "$1" -j 2 -T "$DURATION" "$REPLICA" 2>&1)
+  echo "== pgbench -c $1" >>"$LOG"
+  echo "$out" >>"$LOG"
+  echo "$(echo "$out" | awk '/^tps/ {print $3}') $(echo "$out" | awk '/latency average/ {print $4}') - - 0"
 }
 
 # medians LABEL COLUMNS: the median of each of the first COLUMNS columns of the rows on stdin.
