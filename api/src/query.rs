@@ -10,7 +10,7 @@
 //! in position order by `products_of` rather than by an outer `ORDER BY`, and the `numeric`
 //! rating is decoded from its binary form (`Rating`) rather than cast to `float8`, which
 //! PostgreSQL does through the number's text. Together they were about a tenth of the
-//! database's time per lookup (results/api.md, "The sort and the cast moved into the API").
+//! database's time per lookup (results/api.md, runs Y and Z).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -104,13 +104,22 @@ wrk_run() {
   echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') ${non2xx:-0}"
 }
 
-# pgbench_run CLIENTS: one pgbench run of DURATION seconds of the API's single-product SQL on the
-# replica; prints "tps latency_avg_ms - - 0" (wrk_run's columns, those pgbench has not as "-").
-pgbench_run() {
+# pgbench_out CLIENTS: one pgbench run of DURATION seconds of the API's single-product SQL on the
+# replica, with CLIENTS clients; prints (and logs) its output and a last line "client_cpu USER
+# SYSTEM", pgbench's own CPU seconds.
+pgbench_out() {
   local out
-  out=$(pgbench -n -M prepared -f "$BENCH/related.sql" -D products="$PRODUCTS" -c "$1" -j 2 -T "$DURATION" "$REPLICA" 2>&1)
+  out=$( { /usr/bin/time -f "client_cpu %U %S" pgbench -n -M prepared -f "$BENCH/related.sql" \
+    -D products="$PRODUCTS" -c "$1" -j 2 -T "$DURATION" "$REPLICA"; } 2>&1)
   echo "== pgbench -c $1" >>"$LOG"
   echo "$out" >>"$LOG"
+  echo "$out"
+}
+# pgbench_run CLIENTS: pgbench_out as a row of wrk_run's columns: "tps latency_avg_ms - - 0"
+# (those pgbench has not as "-").
+pgbench_run() {
+  local out
+  out=$(pgbench_out "$1")
   echo "$(echo "$out" | awk '/^tps/ {print $3}') $(echo "$out" | awk '/latency average/ {print $4}') - - 0"
 }
 
