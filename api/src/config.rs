@@ -112,7 +112,8 @@ pub struct Config {
     #[arg(long, env = "API_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers (the first request's counted
+    /// from the connection's accept), and how long a keep-alive connection may stay idle.
     #[arg(long, env = "API_HEADER_READ_TIMEOUT_MS", default_value_t = 5000)]
     pub header_read_timeout_ms: u64,
 

@@ -262,7 +262,30 @@ pub struct ReplicaConnection {
 pub struct PgConnectionManager {
     config: tokio_postgres::Config,
     check: PoolCheck,
+    connect_timeout: Duration,
     signals: Arc<ConnectSignals>,
+}
+
+/// Why the pool could not open a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Connecting, authenticating or preparing failed.
+    #[error("{}", describe(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+    /// Connecting, authenticating and preparing together took longer than the connect
+    /// timeout: a server that accepts the TCP connection and then says nothing (frozen, or its
+    /// host gone mid-handshake). tokio-postgres's own connect timeout covers only the TCP
+    /// handshake, and bb8 waits for a connection attempt as long as it takes, so without this
+    /// bound such an attempt would hold one of the pool's slots for as long as the kernel
+    /// keeps retrying.
+    #[error("connecting took longer than {} ms", .0.as_millis())]
+    TimedOut(Duration),
+}
+
+impl From<tokio_postgres::Error> for ConnectError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ConnectError::Postgres(e)
+    }
 }
 
 impl PgConnectionManager {
@@ -277,6 +300,7 @@ impl PgConnectionManager {
         Self {
             config,
             check,
+            connect_timeout,
             signals,
         }
     }
@@ -305,10 +329,14 @@ impl PgConnectionManager {
 
 impl bb8::ManageConnection for PgConnectionManager {
     type Connection = ReplicaConnection;
-    type Error = tokio_postgres::Error;
+    type Error = ConnectError;
 
-    async fn connect(&self) -> Result<ReplicaConnection, tokio_postgres::Error> {
-        match self.connect_and_prepare().await {
+    async fn connect(&self) -> Result<ReplicaConnection, ConnectError> {
+        let connected = tokio::time::timeout(self.connect_timeout, self.connect_and_prepare())
+            .await
+            .map_err(|_| ConnectError::TimedOut(self.connect_timeout))
+            .and_then(|c| c.map_err(ConnectError::from));
+        match connected {
             Ok(conn) => {
                 self.signals.created.fetch_add(1, Relaxed);
                 Ok(conn)
@@ -321,8 +349,8 @@ impl bb8::ManageConnection for PgConnectionManager {
         }
     }
 
-    async fn is_valid(&self, conn: &mut ReplicaConnection) -> Result<(), tokio_postgres::Error> {
-        match self.check {
+    async fn is_valid(&self, conn: &mut ReplicaConnection) -> Result<(), ConnectError> {
+        let checked = match self.check {
             // An empty simple query is the cheapest round trip the protocol has.
             PoolCheck::RoundTrip => conn.client.simple_query("").await.map(|_| ()),
             PoolCheck::Closed if conn.client.is_closed() => {
@@ -330,7 +358,8 @@ impl bb8::ManageConnection for PgConnectionManager {
                 conn.client.simple_query("").await.map(|_| ())
             }
             PoolCheck::Closed => Ok(()),
-        }
+        };
+        checked.map_err(ConnectError::from)
     }
 
     fn has_broken(&self, conn: &mut ReplicaConnection) -> bool {

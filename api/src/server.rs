@@ -26,6 +26,11 @@ use crate::error::ApiError;
 use crate::http::{App, Surface};
 use crate::replicas::ReplicaSet;
 
+/// How often an h2c connection pings its peer, and how long it waits for the answer before
+/// closing the connection.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The sockets one server accepts on.
 pub struct Listeners {
     /// The API, `/healthz` and `/readyz`; never `/metrics`.
@@ -130,7 +135,10 @@ pub async fn run_settings(
         .max_header_list_size(
             u32::try_from(settings.max_header_bytes).expect("validated to at most 1 MiB"),
         )
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // h2 has no header-read timeout between requests: pings find peers that are gone.
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
 
     let graceful = GracefulShutdown::new();
     let shutdown = shutdown;
@@ -159,16 +167,35 @@ pub async fn run_settings(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(surface, req).await) }
+        let first_request = Arc::new(Notify::new());
+        let service = service_fn({
+            let first_request = first_request.clone();
+            move |req| {
+                first_request.notify_one();
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(surface, req).await) }
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let first_request_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            // hyper's header-read timer starts with the first byte: the auto builder's wait
+            // for bytes that tell HTTP/1 from h2c has none, so a client that connects and
+            // stays silent would hold its connection until shutdown. Its first request head
+            // must arrive within the header-read timeout of the accept.
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = first_request.notified() => conn.await,
+                _ = tokio::time::sleep(first_request_timeout) => {
+                    tracing::debug!("no request within the header-read timeout of connecting; closed");
+                    return;
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

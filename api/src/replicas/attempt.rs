@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::query::{describe, is_replica_failure, query_related, Lookup, PgConnectionManager};
+use crate::query::{
+    describe, is_replica_failure, query_related, ConnectError, Lookup, PgConnectionManager,
+};
 
 use super::clock;
 use super::replica::Replica;
@@ -20,9 +22,9 @@ pub enum AttemptError {
     /// A connection attempt of the pool failed while this request waited for it.
     #[error("connection attempt failed")]
     ConnectFailed,
-    /// The pool could not connect (connect, authentication, I/O).
-    #[error("{}", describe(.0))]
-    Connect(#[source] Arc<tokio_postgres::Error>),
+    /// The pool could not connect (connect, authentication, I/O, or no answer in time).
+    #[error("{0}")]
+    Connect(#[source] Arc<ConnectError>),
     /// The connection failed during the query (I/O, shutdown, recovery conflict, a replica
     /// answering from another state of the database...).
     #[error("{}", describe(.0))]

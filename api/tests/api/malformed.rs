@@ -162,3 +162,41 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
 }
+
+/// A client that connects and sends nothing is disconnected after the header-read timeout
+/// too: hyper's own timer starts only with the first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let cluster = shared_cluster().await;
+    let mut config = test_config(&cluster);
+    config.header_read_timeout_ms = 300;
+    let app = spawn_app(config).await;
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        silent.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent connection is closed by the server"
+    );
+    assert!(
+        buf.is_empty(),
+        "nothing is sent to a client that asked nothing"
+    );
+    // A client that asks in time is served as before, and may keep its connection for a
+    // second request.
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = client
+            .get(format!("http://{}/healthz", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    app.stop().await;
+}

@@ -474,3 +474,46 @@ async fn a_replica_answering_from_another_state_is_banned_and_its_requests_retri
     );
     app.stop().await;
 }
+
+/// A server that accepts the TCP connection and then says nothing (frozen, or its host gone
+/// mid-handshake) fails the pool's connection attempt within the connect timeout: the pool's
+/// slot comes free and the waiting requests learn of the failure, instead of waiting for as
+/// long as the kernel keeps the connection.
+#[tokio::test]
+async fn a_server_that_says_nothing_fails_a_connection_attempt_in_time() {
+    use api::query::{ConnectError, ConnectSignals, PgConnectionManager};
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(silent.accept().await.unwrap().0);
+        }
+    });
+    let config: tokio_postgres::Config = format!("postgres://related_api@{addr}/related")
+        .parse()
+        .unwrap();
+    let signals = Arc::new(ConnectSignals::default());
+    let manager = PgConnectionManager::new(
+        config,
+        api::PoolCheck::Closed,
+        Duration::from_millis(300),
+        signals.clone(),
+    );
+    let started = Instant::now();
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(10),
+        bb8::ManageConnection::connect(&manager),
+    )
+    .await
+    .expect("the attempt ends by itself");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(attempt, Err(ConnectError::TimedOut(t)) if t == Duration::from_millis(300)),
+        "{:?}",
+        attempt.err()
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(signals.failures.load(Relaxed), 1);
+    holder.abort();
+}
