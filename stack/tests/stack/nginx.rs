@@ -162,6 +162,9 @@ fn one_client_past_its_burst_gets_429_and_loopback_can_be_exempt() {
         (6..=8).contains(&ok),
         "the burst of 5 and about one more: {statuses:?}"
     );
+    let refused_reply = request(nginx.port(), get);
+    assert!(refused_reply.starts_with("HTTP/1.1 429"), "{refused_reply}");
+    assert_json_error(&refused_reply, "rate_limited");
     drop(nginx);
 
     // The default exempts loopback, where the load generator runs.
@@ -169,5 +172,83 @@ fn one_client_past_its_burst_gets_429_and_loopback_can_be_exempt() {
     let nginx = Nginx::start(&NginxSettings::tuned(), dir.path(), &[up], None).unwrap();
     for _ in 0..300 {
         assert!(request(nginx.port(), get).starts_with("HTTP/1.1 200"));
+    }
+}
+
+/// A reply's body is the API's JSON error with `code`, sent as JSON.
+fn assert_json_error(reply: &str, code: &str) {
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{reply}"
+    );
+    assert!(body.starts_with("{\"error\":\""), "{reply}");
+    assert!(body.contains(&format!("\"code\":\"{code}\"")), "{reply}");
+}
+
+/// What nginx itself refuses, or cannot get from an instance, answers in the API's JSON error
+/// format rather than nginx's HTML pages; its own status page is not served.
+#[test]
+fn nginx_answers_its_own_errors_in_json() {
+    let dir = test_dir();
+    let up = tiny_upstream("from the api");
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for settings in [NginxSettings::tuned(), NginxSettings::untuned()] {
+        let nginx = Nginx::start(&settings, dir.path(), &[up], None).unwrap();
+        let port = nginx.port();
+        let close = "Host: t\r\nConnection: close\r\n\r\n";
+        let huge_header = request(
+            port,
+            &format!(
+                "GET /products/1/related HTTP/1.1\r\nX-Big: {}\r\n{close}",
+                "a".repeat(16 * 1024)
+            ),
+        );
+        assert!(huge_header.starts_with("HTTP/1.1 400"), "{huge_header}");
+        assert_json_error(&huge_header, "bad_request");
+        let long_uri = request(
+            port,
+            &format!(
+                "GET /products/1/related?{} HTTP/1.1\r\n{close}",
+                "a".repeat(16 * 1024)
+            ),
+        );
+        assert!(long_uri.starts_with("HTTP/1.1 414"), "{long_uri}");
+        assert_json_error(&long_uri, "uri_too_long");
+        let body = request(
+            port,
+            &format!(
+                "GET /products/1/related HTTP/1.1\r\nContent-Length: 4096\r\n{close}{}",
+                "a".repeat(4096)
+            ),
+        );
+        assert!(body.starts_with("HTTP/1.1 413"), "{body}");
+        assert_json_error(&body, "body_too_large");
+        let internal = request(
+            port,
+            &format!("GET /.errors/rate_limited HTTP/1.1\r\n{close}"),
+        );
+        assert!(internal.starts_with("HTTP/1.1 404"), "{internal}");
+        assert_json_error(&internal, "not_found");
+        let status_page = request(port, &format!("GET /nginx_status HTTP/1.1\r\n{close}"));
+        assert!(status_page.ends_with("from the api"), "{status_page}");
+        let post_health = request(
+            port,
+            &format!("POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n{close}"),
+        );
+        assert!(post_health.starts_with("HTTP/1.1 405"), "{post_health}");
+        drop(nginx);
+
+        let nginx = Nginx::start(&settings, dir.path(), &[dead], None).unwrap();
+        let gone = request(
+            nginx.port(),
+            &format!("GET /products/1/related HTTP/1.1\r\n{close}"),
+        );
+        assert!(gone.starts_with("HTTP/1.1 502"), "{gone}");
+        assert_json_error(&gone, "no_instance");
     }
 }
