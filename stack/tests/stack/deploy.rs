@@ -612,6 +612,11 @@ fn compose_services_agree_with_each_other() {
         replicas.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "the secrets service writes every replica (and only those) into the API's list"
     );
+    assert_eq!(
+        svc["primary"]["environment"]["POSTGRES_INITDB_ARGS"].as_str(),
+        Some("--auth-local=scram-sha-256 --auth-host=scram-sha-256"),
+        "no `trust` line in the primary's pg_hba.conf, which the replicas clone"
+    );
     let primary_mounts = strings(&svc["primary"]["volumes"]);
     assert!(primary_mounts
         .iter()
