@@ -52,9 +52,21 @@ pub async fn connect_as(url: &str, application_name: &str) -> Result<Client, See
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }
-    let (client, connection) = config
-        .connect(NoTls)
+    // tokio-postgres bounds the TCP handshake only; a server that accepts and then says
+    // nothing (frozen, or its host gone mid-handshake) would hold the seeder at its start.
+    let limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(10));
+    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
         .await
+        .map_err(|_| SeedError::Connect {
+            target: describe_target(&config),
+            reason: format!(
+                "no answer within {} s of connecting (connect_timeout)",
+                limit.as_secs_f64()
+            ),
+        })?
         .map_err(|e| SeedError::Connect {
             target: describe_target(&config),
             reason: pg_reason(&e),

@@ -10,6 +10,22 @@ use nix::sys::signal::Signal;
 use crate::process::{run_checked, stop_pid, ServerUser};
 use crate::{io_err, Result, StackError};
 
+/// `text` as a postgresql.conf string value: single-quoted, a quote doubled and a backslash
+/// escaped (the file's reader takes `\n` and the like as escapes), so that a folder name with a
+/// quote can neither end the value early nor add a setting. A line break or other control
+/// character, which no setting of ours needs, is refused.
+pub fn conf_string(text: &str) -> Result<String> {
+    if text.chars().any(char::is_control) {
+        return Err(StackError::Other(format!(
+            "{text:?} holds a control character, which a postgresql.conf value cannot"
+        )));
+    }
+    Ok(format!(
+        "'{}'",
+        text.replace('\\', "\\\\").replace('\'', "''")
+    ))
+}
+
 /// The folder holding initdb, pg_ctl, pg_basebackup and postgres.
 #[derive(Debug, Clone)]
 pub struct PgBinaries {
@@ -228,4 +244,16 @@ impl ServerDir {
 /// A path a server may create its socket in (Unix sockets are limited to about 100 bytes).
 pub fn socket_dir_ok(path: &Path) -> bool {
     path.as_os_str().len() < 90
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conf_string;
+
+    #[test]
+    fn quotes_and_backslashes_stay_inside_the_value() {
+        assert_eq!(conf_string("/tmp/a").unwrap(), "'/tmp/a'");
+        assert_eq!(conf_string("/tmp/it's\\x").unwrap(), "'/tmp/it''s\\\\x'");
+        assert!(conf_string("/tmp/a'\nport = 1").is_err());
+    }
 }

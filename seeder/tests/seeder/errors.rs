@@ -29,6 +29,36 @@ async fn bad_url_and_unreachable_server_are_named() {
     assert!(!message.contains('\n'), "{message}");
 }
 
+/// A server that accepts the connection and then says nothing (frozen, or its host gone
+/// mid-handshake) is named after the connect timeout, not waited for as long as the kernel
+/// keeps the connection.
+#[tokio::test]
+async fn a_server_that_says_nothing_is_named_after_the_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(silent.accept().await.unwrap().0);
+        }
+    });
+    let url = format!("postgres://u:p@127.0.0.1:{port}/related?connect_timeout=1");
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), seed(&url, &small(100)))
+        .await
+        .expect("the seeder gives up by itself")
+        .expect_err("no answer");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(matches!(err, SeedError::Connect { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}"))
+            && message.contains("no answer within 1 s"),
+        "{message}"
+    );
+    holder.abort();
+}
+
 #[test]
 fn the_binary_exits_non_zero_with_one_line() {
     let url = format!("postgres://u:p@127.0.0.1:{}/related", closed_port());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
-use crate::postgres::{socket_dir_ok, PgBinaries, ServerDir};
+use crate::postgres::{conf_string, socket_dir_ok, PgBinaries, ServerDir};
 use crate::process::{free_port, port_is_free, random_secret, ServerUser};
 use crate::secret::write_private;
 use crate::{io_err, Result, StackError};
@@ -355,11 +355,14 @@ impl Cluster {
     /// The primary's current WAL insert position, as text (`0/3000060`).
     async fn primary_lsn(&self) -> Result<String> {
         let primary = self.connect(0).await?;
-        Ok(primary
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .map_err(|e| db_err("primary", e))?
-            .get(0))
+        let row = bounded(
+            "primary",
+            "reading the WAL position",
+            DATABASE_WAIT,
+            primary.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]),
+        )
+        .await?;
+        Ok(row.get(0))
     }
 
     /// Whether the replica behind `client` replays up to `lsn` before `deadline`.
@@ -371,12 +374,20 @@ impl Cluster {
         deadline: Instant,
     ) -> Result<bool> {
         loop {
-            let caught_up: bool = client
-                .query_one(
+            // A frozen replica does not answer: its wait ends at the deadline, not never.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = tokio::time::timeout(
+                left.max(Duration::from_millis(100)),
+                client.query_one(
                     "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
                     &[&lsn],
-                )
-                .await
+                ),
+            )
+            .await;
+            let Ok(answer) = asked else {
+                return Ok(false);
+            };
+            let caught_up: bool = answer
                 .map_err(|e| db_err(&self.state.nodes[node].name, e))?
                 .get(0);
             if caught_up {
@@ -433,20 +444,20 @@ impl Cluster {
         }
     }
 
-    fn node_lines(&self, node: usize) -> Vec<(String, String)> {
+    fn node_lines(&self, node: usize) -> Result<Vec<(String, String)>> {
         let dir = self.server_dir(node);
-        vec![
+        Ok(vec![
             ("port".into(), self.state.nodes[node].port.to_string()),
             (
                 "unix_socket_directories".into(),
-                format!("'{}'", dir.node_dir.display()),
+                conf_string(&dir.node_dir.display().to_string())?,
             ),
             ("unix_socket_permissions".into(), "0700".into()),
             (
                 "cluster_name".into(),
-                format!("'{}'", self.state.nodes[node].name),
+                conf_string(&self.state.nodes[node].name)?,
             ),
-        ]
+        ])
     }
 
     /// Write the node's settings and start it, moving to a fresh port if another process took
@@ -468,7 +479,7 @@ impl Cluster {
             };
             self.state.nodes[node].port = port;
             let mut lines = self.state.settings.lines();
-            lines.extend(self.node_lines(node));
+            lines.extend(self.node_lines(node)?);
             dir.append_conf(&lines)?;
             match dir.start(&self.bins, &self.user) {
                 Ok(_) => return Ok(()),
@@ -500,10 +511,13 @@ impl Cluster {
         );
         let admin = connect(&url, "primary").await?;
         // DDL takes no bind parameters; the password is our own alphanumeric secret.
-        admin
-            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-            .await
-            .map_err(|e| db_err("primary", e))?;
+        bounded(
+            "primary",
+            "CREATE DATABASE",
+            DATABASE_WAIT,
+            admin.batch_execute(&format!("CREATE DATABASE {DATABASE}")),
+        )
+        .await?;
         let setup = format!(
             "CREATE ROLE {API_ROLE} LOGIN PASSWORD '{}' CONNECTION LIMIT 1000;
              ALTER ROLE {API_ROLE} SET default_transaction_read_only = on;
@@ -512,17 +526,24 @@ impl Cluster {
              GRANT CONNECT ON DATABASE {DATABASE} TO {API_ROLE};",
             self.state.api_password
         );
-        admin
-            .batch_execute(&setup)
-            .await
-            .map_err(|e| db_err("primary", e))?;
+        bounded(
+            "primary",
+            "creating the API's role",
+            DATABASE_WAIT,
+            admin.batch_execute(&setup),
+        )
+        .await?;
         let db = self.connect(0).await?;
-        db.batch_execute(&format!(
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-             GRANT USAGE ON SCHEMA public TO {API_ROLE};"
-        ))
-        .await
-        .map_err(|e| db_err("primary", e))?;
+        bounded(
+            "primary",
+            "granting the schema",
+            DATABASE_WAIT,
+            db.batch_execute(&format!(
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+                 GRANT USAGE ON SCHEMA public TO {API_ROLE};"
+            )),
+        )
+        .await?;
         Ok(())
     }
 
@@ -576,10 +597,32 @@ impl Drop for Cluster {
     }
 }
 
+/// How long connecting, or one statement, may take. A frozen server (SIGSTOP: its kernel still
+/// accepts the connection and the bytes) would otherwise hold the caller for good, and
+/// tokio-postgres's own connect timeout covers only the TCP handshake.
+const DATABASE_WAIT: Duration = Duration::from_secs(30);
+
+/// `work` on `node`, for at most `limit`; `what` names it in the timeout's error.
+async fn bounded<T>(
+    node: &str,
+    what: &str,
+    limit: Duration,
+    work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| StackError::Timeout {
+            what: format!("{what} on {node}"),
+            secs: limit.as_secs(),
+        })?
+        .map_err(|e| db_err(node, e))
+}
+
 async fn connect(url: &str, node: &str) -> Result<Client> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| db_err(node, e))?;
     config.connect_timeout(Duration::from_secs(10));
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| db_err(node, e))?;
+    let (client, connection) =
+        bounded(node, "connecting", DATABASE_WAIT, config.connect(NoTls)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -91,14 +91,17 @@ impl Cluster {
         dir.stop(Duration::from_secs(10));
         let name = self.state.nodes[node].name.clone();
         let primary = self.connect(0).await?;
-        primary
-            .execute(
+        super::bounded(
+            "primary",
+            "dropping the old replication slot",
+            super::DATABASE_WAIT,
+            primary.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
                  WHERE slot_name = $1 AND NOT active",
                 &[&name],
-            )
-            .await
-            .map_err(|e| super::db_err("primary", e))?;
+            ),
+        )
+        .await?;
         let _ = std::fs::remove_dir_all(&dir.node_dir);
         let fresh = ServerDir {
             node_dir: dir.node_dir.clone(),
@@ -111,7 +114,7 @@ impl Cluster {
             &name,
         )?;
         let mut lines = self.state.settings.lines();
-        lines.extend(self.node_lines(node));
+        lines.extend(self.node_lines(node)?);
         fresh.append_conf(&lines)?;
         fresh.start(&self.bins, &self.user)?;
         Ok(())
