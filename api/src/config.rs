@@ -6,7 +6,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the operator endpoints listen unless told otherwise: loopback, on the port
@@ -52,9 +52,19 @@ pub struct Config {
     #[arg(long, env = "API_REPLICA_FILE")]
     pub replica_file: Option<PathBuf>,
 
-    /// The primary's URL, used only while no replica is usable (off when unset).
+    /// The primary's URL, used only while no replica is usable (off when unset). It holds a
+    /// password: pass it in API_PRIMARY_FALLBACK or --primary-fallback-file, not on a command
+    /// line.
     #[arg(long, env = "API_PRIMARY_FALLBACK", hide_env_values = true)]
     pub primary_fallback: Option<String>,
+
+    /// A file whose first non-blank line is the URL of --primary-fallback, read at start.
+    #[arg(
+        long,
+        env = "API_PRIMARY_FALLBACK_FILE",
+        conflicts_with = "primary_fallback"
+    )]
+    pub primary_fallback_file: Option<PathBuf>,
 
     /// Connections per replica pool. Clients beyond it wait for a connection (--pool-wait-ms);
     /// about two per database core served best in results/api.md (4 on a 2-core server beat 16).
@@ -179,6 +189,29 @@ pub enum ConfigError {
          (API_BAN_MS, {ban_ms}); got {max_ban_ms}"
     )]
     BanOrder { ban_ms: u64, max_ban_ms: u64 },
+    #[error("invalid configuration: {flag} ({env}) {path}: {reason}")]
+    File {
+        flag: &'static str,
+        env: &'static str,
+        path: String,
+        reason: String,
+    },
+}
+
+/// The first non-blank line of the file behind `flag`, trimmed.
+fn first_line(path: &Path, flag: &'static str, env: &'static str) -> Result<String, ConfigError> {
+    let error = |reason: String| ConfigError::File {
+        flag,
+        env,
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| error("holds no URL".into()))
 }
 
 /// Bounds of the checked values. Timeouts and intervals stop at an hour: past that a value is a
@@ -439,7 +472,14 @@ impl Config {
             admin_listen,
             replicas: self.replicas.clone(),
             replica_file: self.replica_file.clone(),
-            primary_fallback: self.primary_fallback.clone(),
+            primary_fallback: match &self.primary_fallback_file {
+                Some(path) => Some(first_line(
+                    path,
+                    "--primary-fallback-file",
+                    "API_PRIMARY_FALLBACK_FILE",
+                )?),
+                None => self.primary_fallback.clone(),
+            },
             pool,
             cache,
             max_age_secs: self.max_age_secs,
@@ -477,6 +517,7 @@ mod tests {
         match config.validate() {
             Err(ConfigError::OutOfRange { flag, .. }) => flag,
             Err(ConfigError::BanOrder { .. }) => "--max-ban-ms",
+            Err(ConfigError::File { flag, .. }) => flag,
             Ok(_) => panic!("accepted: {config:?}"),
         }
     }
@@ -511,6 +552,30 @@ mod tests {
         assert_eq!(c.validate().unwrap().admin_listen, None);
         c.admin_listen = "OFF".into();
         assert_eq!(c.validate().unwrap().admin_listen, None);
+    }
+
+    /// The fallback's URL may come from a file, which keeps its password off the command
+    /// line; an unreadable or empty file is a configuration error naming the flag.
+    #[test]
+    fn the_primary_fallback_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("primary.url");
+        std::fs::write(&file, "\n  postgres://u:p@127.0.0.1:5432/related  \n").unwrap();
+        let mut c = Config::with_replicas(vec!["postgres://u:p@127.0.0.1:1/related".into()]);
+        c.primary_fallback_file = Some(file.clone());
+        assert_eq!(
+            c.validate().unwrap().primary_fallback.as_deref(),
+            Some("postgres://u:p@127.0.0.1:5432/related")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--primary-fallback-file") && err.contains("holds no URL"),
+            "{err}"
+        );
+        c.primary_fallback_file = Some(dir.path().join("missing"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--primary-fallback-file"), "{err}");
     }
 
     /// `--help` shows where a replica URL comes from, never the URL (it holds a password).

@@ -77,6 +77,7 @@ impl ApiInstance {
             // The replicas are these and no others from this process's environment.
             .env_remove("API_REPLICA_FILE")
             .env_remove("API_PRIMARY_FALLBACK")
+            .env_remove("API_PRIMARY_FALLBACK_FILE")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

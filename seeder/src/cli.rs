@@ -1,6 +1,6 @@
 //! The `seeder` command line: seed (the default), `index`, `export`, `import`, `write`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -27,9 +27,20 @@ same command. Without a subcommand, `seeder` seeds the generated catalog.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// libpq-style URL of the primary, e.g. postgres://postgres:secret@127.0.0.1:5432/related
+    /// libpq-style URL of the primary, e.g. postgres://postgres:secret@127.0.0.1:5432/related.
+    /// It holds a password: pass it in DATABASE_URL or --database-url-file, not on a command
+    /// line that every local user can read (`ps`).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A file whose first line is the URL of --database-url (say, the 0600 `superuser.url` that
+    /// `loadgen up` writes).
+    #[arg(
+        long,
+        env = "DATABASE_URL_FILE",
+        global = true,
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
     /// One plain line per phase instead of progress bars (also the default when stdout is not a terminal).
     #[arg(long, short, env = "SEEDER_QUIET", global = true)]
     pub quiet: bool,
@@ -191,10 +202,27 @@ impl LoadArgs {
     }
 }
 
+/// The first non-blank line of `path`, trimmed.
+fn url_in_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --database-url-file {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("--database-url-file {} holds no URL", path.display()))
+}
+
 /// Run one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Some(url) = cli.database_url.as_deref() else {
-        anyhow::bail!("no database given: pass --database-url or set DATABASE_URL");
+    let from_file = match &cli.database_url_file {
+        Some(path) => Some(url_in_file(path)?),
+        None => None,
+    };
+    let Some(url) = from_file.as_deref().or(cli.database_url.as_deref()) else {
+        anyhow::bail!(
+            "no database given: set DATABASE_URL, or pass --database-url-file (or --database-url)"
+        );
     };
     match cli.command {
         None => {

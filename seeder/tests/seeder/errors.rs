@@ -87,6 +87,30 @@ fn the_binary_exits_non_zero_with_one_line() {
         .expect("run the seeder");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+
+    // The URL from a file, which keeps its password off the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("superuser.url");
+    std::fs::write(&file, format!("\n{url}\n")).unwrap();
+    let missing = dir.path().join("missing.url");
+    for (path, expected) in [
+        (&file, "error: cannot connect to PostgreSQL at 127.0.0.1"),
+        (&missing, "error: cannot read --database-url-file"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_seeder"))
+            .arg("--database-url-file")
+            .arg(path)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run the seeder");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with(expected), "{stderr}");
+        assert!(
+            !stderr.contains(":p@"),
+            "no password in the error: {stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
