@@ -664,13 +664,22 @@ fn pick_data_root(dir: &Path, user: &ServerUser) -> Result<PathBuf> {
             .map_err(io_err(format!("chmod {}", dir.display())))?;
         return Ok(dir.to_path_buf());
     }
-    let name = format!(
-        "related-stack-{:x}",
+    // A fresh folder with a random part (created at once, as mkdtemp does), not a fixed name:
+    // another local user could create a fixed name first, or swap in a link between its
+    // removal and its creation, and then own the folder root puts the servers' data in. The
+    // state file records where it is.
+    let prefix = format!(
+        "related-stack-{:x}-",
         fnv1a(dir.as_os_str().as_encoded_bytes())
     );
-    let root = std::env::temp_dir().join(name);
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
+    let root = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir()
+        .map_err(io_err(format!(
+            "create a folder in {}",
+            std::env::temp_dir().display()
+        )))?
+        .keep();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
         .map_err(io_err(format!("chmod {}", root.display())))?;
     Ok(root)
