@@ -281,6 +281,18 @@ pub struct Settings {
     pub debug_spin: Duration,
 }
 
+impl Settings {
+    /// The longest one pooled connection's setup (connect, authenticate, prepare the
+    /// statements) may take: as long as a request could still be waiting for it (its deadline,
+    /// or the pool wait if that is longer). A slower setup serves no request that asked for it,
+    /// and one that never ends (a server that accepts and then says nothing) would otherwise
+    /// hold a pool slot for as long as the kernel keeps the connection. Preparing waits for
+    /// locks on the tables as a query does, which is load, so this is not the connect timeout.
+    pub fn connection_setup_timeout(&self) -> Duration {
+        self.request_timeout.max(self.pool.wait)
+    }
+}
+
 /// One replica pool's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {

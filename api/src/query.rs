@@ -262,7 +262,7 @@ pub struct ReplicaConnection {
 pub struct PgConnectionManager {
     config: tokio_postgres::Config,
     check: PoolCheck,
-    connect_timeout: Duration,
+    setup_timeout: Duration,
     signals: Arc<ConnectSignals>,
 }
 
@@ -272,13 +272,13 @@ pub enum ConnectError {
     /// Connecting, authenticating or preparing failed.
     #[error("{}", describe(.0))]
     Postgres(#[source] tokio_postgres::Error),
-    /// Connecting, authenticating and preparing together took longer than the connect
-    /// timeout: a server that accepts the TCP connection and then says nothing (frozen, or its
-    /// host gone mid-handshake). tokio-postgres's own connect timeout covers only the TCP
-    /// handshake, and bb8 waits for a connection attempt as long as it takes, so without this
-    /// bound such an attempt would hold one of the pool's slots for as long as the kernel
-    /// keeps retrying.
-    #[error("connecting took longer than {} ms", .0.as_millis())]
+    /// Connecting, authenticating and preparing together took longer than any request could
+    /// wait for them (`Settings::connection_setup_timeout`): a server that accepts the TCP
+    /// connection and then says nothing (frozen, or its host gone mid-handshake).
+    /// tokio-postgres's own connect timeout covers only the TCP handshake, and bb8 waits for a
+    /// connection attempt as long as it takes, so without this bound such an attempt would hold
+    /// one of the pool's slots for as long as the kernel keeps the connection.
+    #[error("setting the connection up took longer than {} ms", .0.as_millis())]
     TimedOut(Duration),
 }
 
@@ -289,10 +289,14 @@ impl From<tokio_postgres::Error> for ConnectError {
 }
 
 impl PgConnectionManager {
+    /// `connect_timeout` bounds the TCP handshake, `setup_timeout` the whole setup (the
+    /// handshake, authentication and preparing the statements, which waits for locks on the
+    /// tables as a query does).
     pub fn new(
         mut config: tokio_postgres::Config,
         check: PoolCheck,
         connect_timeout: Duration,
+        setup_timeout: Duration,
         signals: Arc<ConnectSignals>,
     ) -> Self {
         config.connect_timeout(connect_timeout);
@@ -300,7 +304,7 @@ impl PgConnectionManager {
         Self {
             config,
             check,
-            connect_timeout,
+            setup_timeout: setup_timeout.max(connect_timeout),
             signals,
         }
     }
@@ -332,9 +336,9 @@ impl bb8::ManageConnection for PgConnectionManager {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<ReplicaConnection, ConnectError> {
-        let connected = tokio::time::timeout(self.connect_timeout, self.connect_and_prepare())
+        let connected = tokio::time::timeout(self.setup_timeout, self.connect_and_prepare())
             .await
-            .map_err(|_| ConnectError::TimedOut(self.connect_timeout))
+            .map_err(|_| ConnectError::TimedOut(self.setup_timeout))
             .and_then(|c| c.map_err(ConnectError::from));
         match connected {
             Ok(conn) => {

@@ -67,6 +67,7 @@ impl ReplicaSet {
                 is_fallback,
                 &settings.pool,
                 settings.query_timeout,
+                settings.connection_setup_timeout(),
                 counters.clone(),
             )
             .map(Arc::new)
@@ -132,6 +133,7 @@ impl ReplicaSet {
                         false,
                         &self.settings.pool,
                         self.settings.query_timeout,
+                        self.settings.connection_setup_timeout(),
                         self.counters.clone(),
                     )?);
                     added.push(r.clone());

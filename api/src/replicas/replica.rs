@@ -77,6 +77,7 @@ impl Replica {
         is_fallback: bool,
         pool: &PoolSettings,
         query_timeout: Duration,
+        setup_timeout: Duration,
         totals: Arc<Counters>,
     ) -> Result<Self, ApiError> {
         let pg: tokio_postgres::Config =
@@ -91,6 +92,7 @@ impl Replica {
             pg,
             pool.check,
             query_timeout.min(MAX_POOL_CONNECT_TIMEOUT),
+            setup_timeout,
             signals.clone(),
         );
         // retry_connection(false): a refused connect must fail the waiting request over to
@@ -245,6 +247,7 @@ pub(super) mod tests {
             false,
             &pool,
             Duration::from_millis(100),
+            Duration::from_secs(5),
             Arc::default(),
         )
         .expect("valid url")
@@ -275,6 +278,7 @@ pub(super) mod tests {
             3,
             false,
             &pool,
+            Duration::from_secs(1),
             Duration::from_secs(1),
             Arc::default(),
         )

@@ -498,6 +498,7 @@ async fn a_server_that_says_nothing_fails_a_connection_attempt_in_time() {
         config,
         api::PoolCheck::Closed,
         Duration::from_millis(300),
+        Duration::from_millis(300),
         signals.clone(),
     );
     let started = Instant::now();
