@@ -58,7 +58,8 @@ pub struct Config {
     #[arg(long, env = "API_PRIMARY_FALLBACK", hide_env_values = true)]
     pub primary_fallback: Option<String>,
 
-    /// A file whose first non-blank line is the URL of --primary-fallback, read at start.
+    /// A file holding the URL of --primary-fallback (blank lines and `#` comments skipped),
+    /// read at start.
     #[arg(
         long,
         env = "API_PRIMARY_FALLBACK_FILE",
@@ -198,8 +199,16 @@ pub enum ConfigError {
     },
 }
 
-/// The first non-blank line of the file behind `flag`, trimmed.
-fn first_line(path: &Path, flag: &'static str, env: &'static str) -> Result<String, ConfigError> {
+/// The URLs in a URL file's text (`--replica-file`, `--primary-fallback-file`): one per line,
+/// trimmed, blank lines and `#` comments skipped.
+pub fn url_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// The one URL in the file behind `flag`.
+fn url_in_file(path: &Path, flag: &'static str, env: &'static str) -> Result<String, ConfigError> {
     let error = |reason: String| ConfigError::File {
         flag,
         env,
@@ -207,11 +216,8 @@ fn first_line(path: &Path, flag: &'static str, env: &'static str) -> Result<Stri
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| error("holds no URL".into()))
+    let url = url_lines(&text).next().map(str::to_string);
+    url.ok_or_else(|| error("holds no URL".into()))
 }
 
 /// Bounds of the checked values. Timeouts and intervals stop at an hour: past that a value is a
@@ -485,7 +491,7 @@ impl Config {
             replicas: self.replicas.clone(),
             replica_file: self.replica_file.clone(),
             primary_fallback: match &self.primary_fallback_file {
-                Some(path) => Some(first_line(
+                Some(path) => Some(url_in_file(
                     path,
                     "--primary-fallback-file",
                     "API_PRIMARY_FALLBACK_FILE",
@@ -572,14 +578,18 @@ mod tests {
     fn the_primary_fallback_can_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("primary.url");
-        std::fs::write(&file, "\n  postgres://u:p@127.0.0.1:5432/related  \n").unwrap();
+        std::fs::write(
+            &file,
+            "# the primary\n\n  postgres://u:p@127.0.0.1:5432/related  \n",
+        )
+        .unwrap();
         let mut c = Config::with_replicas(vec!["postgres://u:p@127.0.0.1:1/related".into()]);
         c.primary_fallback_file = Some(file.clone());
         assert_eq!(
             c.validate().unwrap().primary_fallback.as_deref(),
             Some("postgres://u:p@127.0.0.1:5432/related")
         );
-        std::fs::write(&file, "\n").unwrap();
+        std::fs::write(&file, "\n# none\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(
             err.contains("--primary-fallback-file") && err.contains("holds no URL"),

@@ -32,8 +32,8 @@ pub struct Cli {
     /// line that every local user can read (`ps`).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// A file whose first line is the URL of --database-url (say, the 0600 `superuser.url` that
-    /// `loadgen up` writes).
+    /// A file holding the URL of --database-url (blank lines and `#` comments skipped; say, the
+    /// 0600 `superuser.url` that `loadgen up` writes).
     #[arg(
         long,
         env = "DATABASE_URL_FILE",
@@ -202,13 +202,14 @@ impl LoadArgs {
     }
 }
 
-/// The first non-blank line of `path`, trimmed.
+/// The URL in `path`, read as the API reads its URL files (`api::config::url_lines`, which
+/// the seeder does not depend on): trimmed, blank lines and `#` comments skipped.
 fn url_in_file(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read --database-url-file {}: {e}", path.display()))?;
     text.lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("--database-url-file {} holds no URL", path.display()))
 }

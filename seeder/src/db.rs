@@ -58,19 +58,19 @@ pub async fn connect_as(url: &str, application_name: &str) -> Result<Client, See
         .get_connect_timeout()
         .copied()
         .unwrap_or(Duration::from_secs(10));
+    let refused = |reason: String| SeedError::Connect {
+        target: describe_target(&config),
+        reason,
+    };
     let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
         .await
-        .map_err(|_| SeedError::Connect {
-            target: describe_target(&config),
-            reason: format!(
+        .map_err(|_| {
+            refused(format!(
                 "no answer within {} s of connecting (connect_timeout)",
                 limit.as_secs_f64()
-            ),
+            ))
         })?
-        .map_err(|e| SeedError::Connect {
-            target: describe_target(&config),
-            reason: pg_reason(&e),
-        })?;
+        .map_err(|e| refused(pg_reason(&e)))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

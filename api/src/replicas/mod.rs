@@ -340,12 +340,7 @@ fn replica_urls(settings: &Settings) -> Result<Vec<String>, ApiError> {
             path: path.display().to_string(),
             source,
         })?;
-        urls.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+        urls.extend(crate::config::url_lines(&text).map(String::from));
     }
     let mut seen = std::collections::HashSet::new();
     urls.retain(|u| seen.insert(u.clone()));

@@ -91,7 +91,7 @@ fn the_binary_exits_non_zero_with_one_line() {
     // The URL from a file, which keeps its password off the command line.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("superuser.url");
-    std::fs::write(&file, format!("\n{url}\n")).unwrap();
+    std::fs::write(&file, format!("# the primary\n\n{url}\n")).unwrap();
     let missing = dir.path().join("missing.url");
     for (path, expected) in [
         (&file, "error: cannot connect to PostgreSQL at 127.0.0.1"),

@@ -163,8 +163,7 @@ fn one_client_past_its_burst_gets_429_and_loopback_can_be_exempt() {
         "the burst of 5 and about one more: {statuses:?}"
     );
     let refused_reply = request(nginx.port(), get);
-    assert!(refused_reply.starts_with("HTTP/1.1 429"), "{refused_reply}");
-    assert_json_error(&refused_reply, "rate_limited");
+    assert_json_error(&refused_reply, "429", "rate_limited");
     drop(nginx);
 
     // The default exempts loopback, where the load generator runs.
@@ -175,8 +174,9 @@ fn one_client_past_its_burst_gets_429_and_loopback_can_be_exempt() {
     }
 }
 
-/// A reply's body is the API's JSON error with `code`, sent as JSON.
-fn assert_json_error(reply: &str, code: &str) {
+/// A reply is `status` with the API's JSON error `code` as its body, sent as JSON.
+fn assert_json_error(reply: &str, status: &str, code: &str) {
+    assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
     let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
     assert!(
         head.to_ascii_lowercase()
@@ -208,8 +208,7 @@ fn nginx_answers_its_own_errors_in_json() {
                 "a".repeat(16 * 1024)
             ),
         );
-        assert!(huge_header.starts_with("HTTP/1.1 400"), "{huge_header}");
-        assert_json_error(&huge_header, "bad_request");
+        assert_json_error(&huge_header, "400", "bad_request");
         let long_uri = request(
             port,
             &format!(
@@ -217,8 +216,7 @@ fn nginx_answers_its_own_errors_in_json() {
                 "a".repeat(16 * 1024)
             ),
         );
-        assert!(long_uri.starts_with("HTTP/1.1 414"), "{long_uri}");
-        assert_json_error(&long_uri, "uri_too_long");
+        assert_json_error(&long_uri, "414", "uri_too_long");
         let body = request(
             port,
             &format!(
@@ -226,14 +224,12 @@ fn nginx_answers_its_own_errors_in_json() {
                 "a".repeat(4096)
             ),
         );
-        assert!(body.starts_with("HTTP/1.1 413"), "{body}");
-        assert_json_error(&body, "body_too_large");
+        assert_json_error(&body, "413", "body_too_large");
         let internal = request(
             port,
             &format!("GET /.errors/rate_limited HTTP/1.1\r\n{close}"),
         );
-        assert!(internal.starts_with("HTTP/1.1 404"), "{internal}");
-        assert_json_error(&internal, "not_found");
+        assert_json_error(&internal, "404", "not_found");
         let status_page = request(port, &format!("GET /nginx_status HTTP/1.1\r\n{close}"));
         assert!(status_page.ends_with("from the api"), "{status_page}");
         let post_health = request(
@@ -248,7 +244,6 @@ fn nginx_answers_its_own_errors_in_json() {
             nginx.port(),
             &format!("GET /products/1/related HTTP/1.1\r\n{close}"),
         );
-        assert!(gone.starts_with("HTTP/1.1 502"), "{gone}");
-        assert_json_error(&gone, "no_instance");
+        assert_json_error(&gone, "502", "no_instance");
     }
 }
