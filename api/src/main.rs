@@ -13,7 +13,10 @@ struct Cli {
     config: api::Config,
 
     /// Runtime worker threads (default: one per CPU). On a machine the database shares, fewer
-    /// threads than cores leave it more CPU and cut cross-thread wake-ups.
+    /// threads than cores leave it more CPU and cut cross-thread wake-ups. 1 runs every
+    /// connection, query and timer on the main thread (tokio's current-thread scheduler): no
+    /// wake-up ever crosses threads, the cheapest per request where one core's worth of API
+    /// is enough (results/api.md, run AB).
     #[arg(long, env = "API_WORKER_THREADS")]
     worker_threads: Option<usize>,
 
@@ -34,10 +37,17 @@ fn main() -> anyhow::Result<()> {
     cli.scheduling
         .apply()
         .map_err(|e| anyhow::anyhow!("--scheduling batch: the kernel refused SCHED_BATCH: {e}"))?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        runtime.worker_threads(threads.get());
-    }
+    // One thread: the current-thread scheduler, not a multi-thread one of one worker, which
+    // would still park, steal and hand tasks between its worker and the main thread.
+    let mut runtime = match threads {
+        Some(threads) if threads.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads.get());
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(api::serve_settings(settings))
 }

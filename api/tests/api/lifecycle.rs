@@ -1,7 +1,7 @@
 //! The process lifecycle through the real binary: SIGHUP reloads the replica list (a replica
 //! added to the cluster takes traffic, no request fails), SIGTERM lets in-flight requests
 //! finish and exits 0; the per-request deadline gives 504; `--scheduling batch` reaches every
-//! thread.
+//! thread; `--worker-threads 1` serves on the main thread alone.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -251,8 +251,6 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Nonsense configuration is refused before anything starts: the binary exits non-zero with a
-/// message naming the flag and its variable, and the in-process server returns the same error.
 /// The scheduling policy (field 41 of `/proc/<pid>/task/<tid>/stat`) of each of a process's
 /// threads, by thread name.
 fn thread_policies(pid: u32) -> Vec<(String, i32)> {
@@ -300,6 +298,62 @@ async fn scheduling_batch_covers_every_thread() {
     }
 }
 
+/// `--worker-threads 1` runs the whole server on the process's main thread: concurrent requests
+/// that share batched queries get the bodies an in-process server of several threads gives
+/// (known products, one without relations, an unknown one, duplicates), no runtime worker
+/// thread exists, and SIGTERM still ends it with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_worker_thread_serves_on_the_main_thread() {
+    let cluster = fixture_cluster(0).await;
+    let url = cluster.api_url(0);
+    let mut api = ApiProcess::start(
+        &[
+            "--worker-threads",
+            "1",
+            "--batch-max",
+            "16",
+            "--pool-size",
+            "2",
+        ],
+        &[("API_REPLICAS", &url)],
+    );
+    api.wait_ready().await;
+    let reference = spawn_app(test_config(&cluster)).await;
+    let client = reqwest::Client::new();
+    let paths: Vec<String> = (0..96)
+        .map(|i| match i % 8 {
+            6 => format!("/products/{LONELY_PRODUCT}/related"),
+            7 => format!("/products/{UNKNOWN_PRODUCT}/related"),
+            _ => format!("/products/{}/related?limit={}", i % 40 + 1, i % 16 + 1),
+        })
+        .collect();
+    let answers = futures::future::join_all(paths.iter().map(|path| {
+        let (client, url) = (client.clone(), format!("{}{path}", api.base));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    }))
+    .await;
+    for (path, (status, body)) in paths.iter().zip(answers) {
+        let expected = reference.get(path).await;
+        assert_eq!(status, expected.status().as_u16(), "{path}");
+        assert_eq!(body, expected.text().await.unwrap(), "{path}");
+    }
+    reference.stop().await;
+
+    let threads = thread_policies(api.child.id());
+    assert!(
+        !threads.iter().any(|(name, _)| name.starts_with("tokio-")),
+        "{threads:?}"
+    );
+    api.signal(Signal::SIGTERM);
+    let status = api.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Nonsense configuration is refused before anything starts: the binary exits non-zero with a
+/// message naming the flag and its variable, and the in-process server returns the same error.
 /// No cluster: nothing is ever connected to.
 #[tokio::test]
 async fn nonsense_configuration_is_refused_at_start() {
