@@ -386,10 +386,18 @@ pub struct DirArg {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ApiArgs {
     #[command(flatten)]
     pub config: api::Config,
+}
+
+/// Written by hand: the API's configuration holds replica URLs with their password, so it has no
+/// `Debug` of its own, and printing the command must not print them.
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs").finish_non_exhaustive()
+    }
 }
 
 /// `value` as pretty JSON with a final newline, creating the folder it goes in.

@@ -14,8 +14,14 @@ use stack::cgroup::{Budget, ControlGroup};
 use stack::nginx::{Nginx, NginxSettings};
 use stack::process::{free_port, stop_pid};
 
-/// How API instances are started.
-#[derive(Debug, Clone)]
+/// How API instances are started. No `Debug`: the replica URLs hold a password.
+///
+/// ```compile_fail
+/// fn show(launch: &loadgen::topology::ApiLaunch) -> String {
+///     format!("{launch:?}")
+/// }
+/// ```
+#[derive(Clone)]
 pub struct ApiLaunch {
     /// The program that serves the API: this binary, run as `loadgen api`.
     pub program: PathBuf,

@@ -140,7 +140,8 @@ pub struct NodeState {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What `cluster.json` keeps (mode 0600). No `Debug`: it holds the passwords.
+#[derive(Clone, Serialize, Deserialize)]
 struct ClusterState {
     data_root: PathBuf,
     superuser_password: String,
