@@ -15,7 +15,8 @@ id, price_cents, review_count, product_id, related_id: integers (all but id non-
 position: 0..32767; rating: 0.0 to 5.0 with at most one decimal; related_id must differ from
 product_id, and (product_id, position) and (product_id, related_id) must be unique.";
 
-/// No `Debug`: `--database-url` holds a password.
+// No `Debug`: `--database-url` holds a password. (A plain comment: clap would read a doc comment
+// as help text.)
 #[derive(Parser)]
 #[command(
     name = "seeder",
