@@ -543,6 +543,11 @@ mod tests {
         Config::with_replicas(vec!["postgres://u@127.0.0.1:5432/related".into()])
     }
 
+    /// Why `config` is refused (`Settings` has no `Debug`, so no `unwrap_err`).
+    fn refusal(config: &Config) -> String {
+        config.validate().err().expect("refused").to_string()
+    }
+
     /// The flag named by a refusal.
     fn refused_flag(config: &Config) -> &'static str {
         match config.validate() {
@@ -603,13 +608,13 @@ mod tests {
             Some("postgres://u:p@127.0.0.1:5432/related")
         );
         std::fs::write(&file, "\n# none\n").unwrap();
-        let err = c.validate().err().expect("refused").to_string();
+        let err = refusal(&c);
         assert!(
             err.contains("--primary-fallback-file") && err.contains("holds no URL"),
             "{err}"
         );
         c.primary_fallback_file = Some(dir.path().join("missing"));
-        let err = c.validate().err().expect("refused").to_string();
+        let err = refusal(&c);
         assert!(err.contains("--primary-fallback-file"), "{err}");
     }
 
@@ -693,13 +698,13 @@ mod tests {
         let mut c = config();
         c.pool_size = 0;
         assert_eq!(
-            c.validate().err().expect("refused").to_string(),
+            refusal(&c),
             "invalid configuration: --pool-size (API_POOL_SIZE) must be from 1 to 10000; got 0"
         );
         let mut c = config();
         c.max_ban_ms = 10;
         assert_eq!(
-            c.validate().err().expect("refused").to_string(),
+            refusal(&c),
             "invalid configuration: --max-ban-ms (API_MAX_BAN_MS) must be at least --ban-ms \
              (API_BAN_MS, 1000); got 10"
         );
