@@ -106,13 +106,24 @@ fn the_scan_sees_every_command_line() {
         .args(["-c", "sleep 30; :", &marker])
         .spawn()
         .unwrap();
-    // Until the child has exec'd, its command line is still this test binary's: wait for the
-    // shell to be running (bounded), then scan.
-    let cmdline = format!("/proc/{}/cmdline", sleeper.id());
+    // Until the child has exec'd, its command line is still this test binary's; and the shell
+    // forks to run `sleep`, a copy that carries the marker too until it execs. Wait (bounded)
+    // for the shell to be running and its child to be `sleep`, then scan.
+    let pid = sleeper.id();
+    let cmdline_starts = |pid: &str, prefix: &[u8]| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(prefix))
+    };
+    let settled = || {
+        cmdline_starts(&pid.to_string(), b"sh\0")
+            && std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).is_ok_and(
+                |kids| {
+                    kids.split_whitespace()
+                        .any(|kid| cmdline_starts(kid, b"sleep\0"))
+                },
+            )
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sh\0"))
-        && Instant::now() < deadline
-    {
+    while !settled() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let found = leaks(std::slice::from_ref(&marker));
